@@ -1,0 +1,56 @@
+# seqbench: every target sets up .venv/ first, so a fresh machine needs only Python and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Installed before the project so pip never resolves torch to a CUDA build here.
+# GPU boxes: `make install TORCH_SPEC="torch"` (or pre-install your own torch).
+TORCH_SPEC ?= torch==2.13.0
+SHARED_ARCHIVE := ../shared/data/aclImdb_v1-labeled.tar.gz
+# `make reproduce` uses IMDB_ARCHIVE when set, else the shared copy if present, else downloads.
+IMDB_ARCHIVE ?= $(if $(wildcard $(SHARED_ARCHIVE)),$(abspath $(SHARED_ARCHIVE)),)
+PORT ?= 5000
+MLFLOW_DB := $(CURDIR)/outputs/mlflow/mlflow.db
+
+.PHONY: help install test lint format demo reproduce ui clean
+
+help:
+	@echo "make demo       offline demo: small sweep on generated data, prints the comparison table"
+	@echo "make test       install (if needed) and run lint + the test suite"
+	@echo "make reproduce  the IMDB comparison: 6 architectures x 3 seeds, then the table"
+	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+demo: install
+	$(BIN)/seqbench-train -m experiment=demo
+	$(BIN)/seqbench-report --experiment demo --latest-sweep
+
+reproduce: install
+	$(BIN)/seqbench-train -m experiment=paper_table $(if $(IMDB_ARCHIVE),data.archive=$(IMDB_ARCHIVE),)
+	$(BIN)/seqbench-report --experiment imdb --latest-sweep --reference conf/reference/published.yaml
+
+ui: install
+	@mkdir -p $(dir $(MLFLOW_DB))
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

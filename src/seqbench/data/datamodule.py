@@ -1,0 +1,257 @@
+"""LightningDataModules: one base that owns splits and batching, one subclass per data source."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from seqbench.data.corpus import (
+    EncodedCorpus,
+    EncodedSplit,
+    cached_corpus,
+    encode_corpus,
+    stratified_split,
+)
+from seqbench.data.imdb import IMDB_MD5, IMDB_URL, locate, read_imdb
+from seqbench.data.sampling import BucketBatchSampler, PadCollate, SortedBatchSampler
+from seqbench.data.synthetic import make_synthetic
+from seqbench.data.text import SIDES, TOKENIZERS
+
+log = logging.getLogger(__name__)
+
+
+class SplitDataset(Dataset):
+    """Indexable view of an ``EncodedSplit`` yielding ``(sequence, label)``."""
+
+    def __init__(self, split: EncodedSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.split.sequence(i), int(self.split.labels[i])
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"data.{name}={value!r} is not valid; valid choices: {', '.join(choices)}")
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Splits, batching and padding shared by every source; subclasses implement ``load_corpus``.
+
+    Training batches come from a length-bucketing sampler (``bucketing=True``) padded to the
+    batch's longest sequence, or from plain shuffled batches padded to ``max_len`` as the Keras
+    seeds do. Evaluation is sorted by length in batches of ``eval_batch_size``. The validation
+    split is held out of the training split (stratified, seeded by ``split_seed``); the test
+    split is only ever used for the final test metrics.
+    """
+
+    def __init__(
+        self,
+        name: str = "data",
+        num_classes: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        max_len: int = 500,
+        padding: str = "post",
+        bucketing: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 1234,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        bucket_pool_batches: int = 100,
+    ) -> None:
+        super().__init__()
+        _check_choice("padding", padding, SIDES)
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction={val_fraction} must be between 0 and 1")
+        self.name = name
+        self.expected_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_len = max_len
+        self.padding = padding
+        self.bucketing = bucketing
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.bucket_pool_batches = bucket_pool_batches
+        self.corpus: EncodedCorpus | None = None
+        self.sampler_seed = 0  # set from the run's seed by the training entry point
+        self.splits: dict[str, EncodedSplit] = {}
+
+    def load_corpus(self) -> EncodedCorpus:
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the source data (archive checksum or generator settings), for tracking."""
+        return str(self.corpus.meta.get("fingerprint", "")) if self.corpus else ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.corpus.classes) if self.corpus else 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.corpus = self.load_corpus()
+        if self.expected_classes is not None and self.num_classes != self.expected_classes:
+            raise ValueError(
+                f"data.num_classes={self.expected_classes} but the {self.name} data has "
+                f"{self.num_classes} classes {self.corpus.classes}; set data.num_classes={self.num_classes}"
+            )
+        rng = np.random.default_rng(self.split_seed)
+        val_idx, train_idx = stratified_split(self.corpus.train.labels, self.val_fraction, rng)
+        self.splits = {
+            "train": self.corpus.train.take(train_idx),
+            "val": self.corpus.train.take(val_idx),
+            "test": self.corpus.test,
+        }
+        sizes = {k: len(v) for k, v in self.splits.items()}
+        log.info("splits: %s (classes: %s)", sizes, self.corpus.classes)
+
+    def _distributed(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _collate(self) -> PadCollate:
+        return PadCollate(self.padding, None if self.bucketing else self.max_len)
+
+    def train_dataloader(self) -> DataLoader:
+        split = self.splits["train"]
+        replicas, rank = self._distributed()
+        if self.bucketing:
+            sampler = BucketBatchSampler(
+                split.lengths,
+                self.batch_size,
+                seed=self.sampler_seed,
+                shuffle=True,
+                pool_batches=self.bucket_pool_batches,
+                num_replicas=replicas,
+                rank=rank,
+            )
+        else:  # the seeds' way: uniform shuffled batches; pool size 1 batch == no length sorting
+            sampler = BucketBatchSampler(
+                np.zeros(len(split)),
+                self.batch_size,
+                seed=self.sampler_seed,
+                shuffle=True,
+                pool_batches=1,
+                num_replicas=replicas,
+                rank=rank,
+            )
+        return self._loader(split, sampler)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        split = self.splits[name]
+        replicas, rank = self._distributed()
+        return self._loader(
+            split, SortedBatchSampler(split.lengths, self.eval_batch_size, replicas, rank)
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _loader(self, split: EncodedSplit, batch_sampler: torch.utils.data.Sampler) -> DataLoader:
+        return DataLoader(
+            SplitDataset(split),
+            batch_sampler=batch_sampler,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class IMDBDataModule(SequenceDataModule):
+    """IMDB reviews: download or local archive -> safe extraction -> cached encoded corpus."""
+
+    def __init__(
+        self,
+        cache_dir: str,
+        archive: str | None = None,
+        url: str = IMDB_URL,
+        known_hash: str = IMDB_MD5,
+        vocab_size: int = 5000,
+        truncating: str = "pre",
+        tokenizer: str = "word",
+        subset: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_choice("truncating", truncating, SIDES)
+        _check_choice("tokenizer", tokenizer, TOKENIZERS)
+        self.cache_dir = Path(cache_dir)
+        self.archive = archive
+        self.url = url
+        self.known_hash = known_hash
+        self.vocab_size = vocab_size
+        self.truncating = truncating
+        self.tokenizer = tokenizer
+        self.subset = subset
+
+    def prepare_data(self) -> None:
+        """Download/extract once (rank 0 only under DDP); encoding happens in ``setup``."""
+        locate(self.archive, self.cache_dir, self.url, self.known_hash)
+
+    def load_corpus(self) -> EncodedCorpus:
+        root, fingerprint = locate(self.archive, self.cache_dir, self.url, self.known_hash)
+        settings = {
+            "source": "imdb",
+            "fingerprint": fingerprint,
+            "vocab_size": self.vocab_size,
+            "max_len": self.max_len,
+            "truncating": self.truncating,
+            "tokenizer": self.tokenizer,
+            "subset": self.subset,
+            "subset_seed": self.split_seed if self.subset else None,
+        }
+
+        def build() -> EncodedCorpus:
+            raw = read_imdb(root, self.subset, seed=self.split_seed)
+            return encode_corpus(
+                raw, self.vocab_size, self.max_len, self.truncating, self.tokenizer
+            )
+
+        corpus = cached_corpus(self.cache_dir / "encoded", settings, build)
+        corpus.meta["fingerprint"] = fingerprint
+        return corpus
+
+
+class SyntheticDataModule(SequenceDataModule):
+    """The generated marker-order task (see ``seqbench.data.synthetic``); no download."""
+
+    def __init__(
+        self,
+        n_train: int = 2000,
+        n_test: int = 1000,
+        vocab_size: int = 32,
+        min_len: int = 20,
+        generator_seed: int = 1234,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("max_len", 60)
+        super().__init__(**kwargs)
+        self.generator_args = dict(
+            n_train=n_train,
+            n_test=n_test,
+            vocab_size=vocab_size,
+            min_len=min_len,
+            max_len=self.max_len,
+            seed=generator_seed,
+        )
+
+    def load_corpus(self) -> EncodedCorpus:
+        return make_synthetic(**self.generator_args)

@@ -1,0 +1,18 @@
+"""Plain ``nn.Module`` models: encoders turn token ids into a vector, a head classifies it.
+
+They know nothing of training; ``seqbench.task`` owns the loss, metrics and optimiser.
+"""
+
+from seqbench.models.classifier import SequenceClassifier
+from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
+from seqbench.models.init import INIT_SCHEMES, keras_init
+from seqbench.models.recurrent import KerasLSTM
+
+__all__ = [
+    "SequenceClassifier",
+    "LSTMEncoder",
+    "ConvLSTMEncoder",
+    "KerasLSTM",
+    "keras_init",
+    "INIT_SCHEMES",
+]

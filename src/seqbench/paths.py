@@ -1,0 +1,40 @@
+"""Where things live: the project root, the config directory, and the OmegaConf resolvers.
+
+Output paths are built from the project root, never from the working directory, so a run
+started from any folder writes to the same ``outputs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """``$SEQBENCH_ROOT``; else the source checkout this package runs from; else the cwd."""
+    if env := os.environ.get("SEQBENCH_ROOT"):
+        return Path(env).expanduser().resolve()
+    checkout = _PACKAGE_DIR.parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def config_dir() -> Path:
+    """``conf/`` of the checkout (editable installs) or the copy packaged inside the wheel."""
+    checkout_conf = _PACKAGE_DIR.parents[1] / "conf"
+    return checkout_conf if checkout_conf.is_dir() else _PACKAGE_DIR / "conf"
+
+
+def register_resolvers() -> None:
+    """``${seqbench.root:}`` and ``${seqbench.uid:}``; uid is cached per config, and Hydra copies
+    the cache into every sweep job, so a sweep's jobs share it while separate launches differ."""
+    OmegaConf.register_new_resolver("seqbench.root", lambda: str(project_root()), replace=True)
+    OmegaConf.register_new_resolver(
+        "seqbench.uid", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True
+    )

@@ -1,0 +1,152 @@
+"""MLflow bookkeeping for a training run: store, experiment, run, params, tags, status.
+
+We create the run ourselves (rather than letting Lightning's ``MLFlowLogger`` do it) so that
+tags, the terminal status and, later, resuming into the same run stay under our control; the
+logger is then attached to that run id and only streams metrics.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import platform
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from filelock import FileLock
+from mlflow import MlflowClient
+from mlflow.entities import Param, RunStatus
+from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
+PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
+
+
+def is_local_store(uri: str) -> bool:
+    """True for stores this process writes directly (SQLite file, plain path)."""
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file", "sqlite")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def store_lock(uri: str) -> FileLock | None:
+    """A file lock beside an SQLite store; serialises schema creation across parallel jobs."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock")
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Experiment id for ``name``, creating it if needed; safe when parallel jobs race to create it."""
+    for _ in range(2):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise MlflowException(
+                    f"experiment {name!r} is deleted; restore it in the MLflow UI or choose another "
+                    "logger.experiment_name"
+                )
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as exc:  # another job created it between our get and create
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(
+                exc
+            ):
+                raise
+    exp = client.get_experiment_by_name(name)
+    assert exp is not None
+    return exp.experiment_id
+
+
+def open_store(
+    tracking_uri: str, experiment_name: str, artifact_location: str | None
+) -> tuple[MlflowClient, str]:
+    """Client for ``tracking_uri`` and the experiment id, initialising a local store exactly once."""
+    client = MlflowClient(tracking_uri)
+    if not is_local_store(tracking_uri):
+        return client, get_or_create_experiment(client, experiment_name, None)
+    location = (
+        Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
+    )
+    lock = store_lock(tracking_uri)
+    if lock is None:
+        return client, get_or_create_experiment(client, experiment_name, location)
+    with lock:  # first use runs MLflow's schema migrations; they must not run twice at once
+        return client, get_or_create_experiment(client, experiment_name, location)
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Dotted ``key=value`` pairs of a nested mapping; lists are kept whole as their repr."""
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, name + ".")
+        else:
+            text = "null" if value is None else str(value)
+            yield name, text[:MAX_PARAM_VALUE]
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(k, v) for k, v in flatten(params)]
+    for i in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + PARAMS_PER_BATCH], synchronous=True)
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """Commit and dirty flag of the project checkout, or 'unknown' outside a git work tree."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    return {
+        "git.commit": commit,
+        "git.dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": commit,
+    }
+
+
+def environment_tags() -> dict[str, str]:
+    import lightning
+    import torch
+
+    import seqbench
+
+    return {
+        "version.seqbench": seqbench.__version__,
+        "version.torch": torch.__version__,
+        "version.lightning": lightning.__version__,
+        "host": platform.node(),
+        "mlflow.user": getpass.getuser(),
+    }
+
+
+def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) -> None:
+    """Mark the run FINISHED, or FAILED (KILLED for Ctrl-C) when ``exc`` ended it."""
+    if exc is None:
+        status = RunStatus.FINISHED
+    elif isinstance(exc, KeyboardInterrupt):
+        status = RunStatus.KILLED
+    else:
+        status = RunStatus.FAILED
+    try:
+        client.set_terminated(run_id, RunStatus.to_string(status))
+    except Exception:  # never mask the original error with a bookkeeping one
+        log.exception("could not mark MLflow run %s as %s", run_id, RunStatus.to_string(status))

@@ -1,0 +1,166 @@
+"""``seqbench-train``: compose the config with Hydra, train and test one model, track it in MLflow.
+
+seqbench-train model=bilstm
+seqbench-train model=cnn_lstm seed=2 trainer=gpu trainer.precision=bf16-mixed
+seqbench-train -m model=lstm,bilstm seed=1,2,3
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from seqbench import tracking
+from seqbench.paths import config_dir, project_root, register_resolvers
+from seqbench.task import ClassificationTask
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def _hydra_tags() -> dict[str, str]:
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {"output_dir": str(hc.runtime.output_dir)}
+    if hc.mode == RunMode.MULTIRUN:
+        tags |= {
+            "sweep_id": Path(hc.sweep.dir).name,
+            "sweep_dir": str(hc.sweep.dir),
+            "job_num": str(hc.job.num),
+        }
+    return tags
+
+
+def build_task(cfg: DictConfig) -> ClassificationTask:
+    """The LightningModule for ``cfg.model``: the net, its optimiser and optional scheduler."""
+    scheduler = instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None
+    return ClassificationTask(
+        net=instantiate(cfg.model.net),
+        optimizer=instantiate(cfg.model.optimizer),
+        scheduler=scheduler,
+    )
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None  # None on DDP ranks other than 0, which do not track
+    metrics: dict[str, float]
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train, test on the best validation checkpoint, and record everything in one MLflow run.
+
+    The metrics include ``val/acc_best`` (what sweeps optimise; never a test metric).
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    rank_zero = rank_zero_only.rank == 0
+    client = run_id = None
+    if rank_zero:
+        client, experiment_id = tracking.open_store(
+            cfg.logger.tracking_uri, cfg.logger.experiment_name, cfg.logger.get("artifact_location")
+        )
+        tags = {
+            "model": cfg.model.arch,
+            "seed": str(cfg.seed),
+            "mlflow.source.name": "seqbench-train",
+            **tracking.git_state(project_root()),
+            **tracking.environment_tags(),
+            **_hydra_tags(),
+            **{str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()},
+        }
+        run_id = client.create_run(
+            experiment_id, run_name=cfg.logger.run_name, tags=tags
+        ).info.run_id
+        log.info(
+            "MLflow run %s (%s) in experiment %r at %s",
+            cfg.logger.run_name,
+            run_id,
+            cfg.logger.experiment_name,
+            cfg.logger.tracking_uri,
+        )
+    try:
+        metrics = _fit_and_test(cfg, client, run_id)
+    except BaseException as exc:
+        if client is not None:
+            tracking.finish(client, run_id, exc)
+        raise
+    if client is not None:
+        tracking.finish(client, run_id)
+    return TrainResult(run_id, metrics)
+
+
+def _fit_and_test(cfg: DictConfig, client, run_id: str | None) -> dict[str, float]:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if client is not None:
+        tracking.log_params(client, run_id, resolved)
+        client.log_text(run_id, OmegaConf.to_yaml(resolved), "config/config.yaml")
+
+    datamodule = instantiate(cfg.data)
+    datamodule.sampler_seed = cfg.seed
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    task = build_task(cfg)
+    if client is not None:
+        client.set_tag(run_id, "data.fingerprint", datamodule.fingerprint)
+        client.log_metric(run_id, "model/trainable_params", task.trainable_parameters)
+    log.info("model %s: %s trainable parameters", cfg.model.arch, f"{task.trainable_parameters:,}")
+
+    logger = MLFlowLogger(
+        experiment_name=cfg.logger.experiment_name,
+        tracking_uri=cfg.logger.tracking_uri,
+        run_id=run_id,
+    )
+    callbacks = [
+        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
+    ]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if torch.is_tensor(v) and v.numel() == 1
+    }
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics["val/acc_best"] = float(checkpoint.best_model_score)
+    if cfg.get("test", True):
+        results = trainer.test(
+            task, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
+        )
+        metrics |= {k: float(v) for k, v in results[0].items()}
+
+    if client is not None:
+        if "val/acc_best" in metrics:
+            client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"])
+        if best_path:
+            client.log_artifact(run_id, best_path, artifact_path="checkpoints")
+        log.info("finished: %s", {k: round(v, 4) for k, v in sorted(metrics.items()) if "/" in k})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> Any:
+    """Console entry point; returns ``cfg.optimized_metric`` for sweepers (e.g. Optuna)."""
+    result = train(cfg)
+    key = cfg.get("optimized_metric")
+    return result.metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The IMDB DataModule on a small local corpus: cache hits, invalidation, splits, batches."""
+
+import numpy as np
+import pytest
+
+from helpers import write_fake_imdb
+from seqbench.data.datamodule import IMDBDataModule, SyntheticDataModule
+from seqbench.data.text import START
+
+
+def _module(cache, archive, **kw):
+    kw.setdefault("vocab_size", 30)
+    kw.setdefault("max_len", 50)
+    return IMDBDataModule(cache_dir=str(cache), archive=str(archive), **kw)
+
+
+def test_cache_hit_and_invalidation(tmp_path, fake_imdb_dir):
+    cache = tmp_path / "cache"
+    first = _module(cache, fake_imdb_dir)
+    first.setup()
+    assert first.corpus.meta["cache_hit"] is False
+    again = _module(cache, fake_imdb_dir)
+    again.setup()
+    assert again.corpus.meta["cache_hit"] is True
+    assert np.array_equal(again.corpus.train.tokens, first.corpus.train.tokens)
+    for change in (
+        {"vocab_size": 20},
+        {"max_len": 10},
+        {"truncating": "post"},
+        {"tokenizer": "char"},
+        {"subset": 10},
+    ):
+        changed = _module(cache, fake_imdb_dir, **change)
+        changed.setup()
+        assert changed.corpus.meta["cache_hit"] is False, change
+    assert len(list((cache / "encoded").glob("corpus-*.npz"))) == 6
+
+
+def test_vocabulary_comes_from_train_split_only(tmp_path):
+    root = write_fake_imdb(tmp_path / "data")
+    test_review = sorted((root / "test" / "pos").iterdir())[0]
+    test_review.write_text(test_review.read_text() + " zyzzyva" * 50)  # frequent, but only in test
+    train_review = sorted((root / "train" / "pos").iterdir())[0]
+    train_review.write_text(train_review.read_text() + " trainonly")
+    dm = _module(tmp_path / "cache", root, vocab_size=1000)
+    dm.setup()
+    assert "zyzzyva" not in dm.corpus.vocab.words
+    assert "trainonly" in dm.corpus.vocab.words
+
+
+def test_splits_are_stratified_and_disjoint(tmp_path, fake_imdb_dir):
+    dm = _module(tmp_path / "cache", fake_imdb_dir, val_fraction=0.25)
+    dm.setup()
+    train, val = dm.splits["train"], dm.splits["val"]
+    assert len(train) + len(val) == 40 and len(val) == 10
+    assert val.labels.sum() == 5  # 25% of each class
+    assert len(dm.splits["test"]) == 40
+    assert all(dm.splits["train"].sequence(i)[0] == START for i in range(len(train)))
+
+
+def test_subset_is_stratified(tmp_path, fake_imdb_dir):
+    dm = _module(tmp_path / "cache", fake_imdb_dir, subset=10)
+    dm.setup()
+    assert len(dm.corpus.train) == 10 and dm.corpus.train.labels.sum() == 5
+    assert len(dm.corpus.test) == 10 and dm.corpus.test.labels.sum() == 5
+
+
+@pytest.mark.parametrize(("bucketing", "padding"), [(True, "post"), (False, "pre")])
+def test_batches(tmp_path, fake_imdb_dir, bucketing, padding):
+    dm = _module(
+        tmp_path / "cache", fake_imdb_dir, bucketing=bucketing, padding=padding, batch_size=8
+    )
+    dm.setup()
+    tokens, lengths, labels = next(iter(dm.train_dataloader()))
+    assert tokens.shape[0] == lengths.shape[0] == labels.shape[0] == 8
+    if bucketing:
+        assert tokens.shape[1] == int(lengths.max())
+        assert (tokens[:, 0] == START).all()  # post padding: text first
+    else:
+        assert tokens.shape[1] == 50
+        assert all(tokens[i, 50 - int(n)] == START for i, n in enumerate(lengths))
+
+
+def test_invalid_choice_names_valid_choices(tmp_path):
+    with pytest.raises(ValueError, match="valid choices: pre, post"):
+        IMDBDataModule(cache_dir=str(tmp_path), padding="left")
+    with pytest.raises(ValueError, match="valid choices: word, char"):
+        IMDBDataModule(cache_dir=str(tmp_path), tokenizer="bpe")
+
+
+def test_synthetic_is_deterministic_and_order_dependent():
+    a, b = SyntheticDataModule(n_train=50, n_test=20), SyntheticDataModule(n_train=50, n_test=20)
+    a.setup()
+    b.setup()
+    assert np.array_equal(a.corpus.train.tokens, b.corpus.train.tokens)
+    # both classes hold exactly one of each marker: token counts cannot reveal the label
+    split = a.corpus.train
+    for i in range(len(split)):
+        seq = split.sequence(i)
+        assert (seq == 3).sum() == 1 and (seq == 4).sum() == 1
+        assert int(np.flatnonzero(seq == 3)[0] < np.flatnonzero(seq == 4)[0]) == split.labels[i]
+
+
+def test_num_classes_mismatch_is_explained(tmp_path):
+    dm = SyntheticDataModule(num_classes=3, n_train=20, n_test=10)
+    with pytest.raises(ValueError, match="set data.num_classes=2"):
+        dm.setup()

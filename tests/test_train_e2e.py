@@ -1,0 +1,181 @@
+"""End to end: real (small) training runs written to a real MLflow store, read back via its API."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from helpers import REPO, make_config
+from seqbench.data.archive import ArchiveError
+from seqbench.train import train
+from test_models import ARCHS, EXPECTED_PARAMS
+
+SMALL_SYNTHETIC = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
+
+
+def _client(cfg) -> MlflowClient:
+    return MlflowClient(cfg.logger.tracking_uri)
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str) -> list[str]:
+    return [a.path for a in client.list_artifacts(run_id, path)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_model_trains_two_epochs_and_is_tracked(arch, tmp_path):
+    cfg = make_config(
+        tmp_path, [f"model={arch}", "trainer.max_epochs=2", "seed=5", *SMALL_SYNTHETIC]
+    )
+    result = train(cfg)
+    client = _client(cfg)
+    run = client.get_run(result.run_id)
+
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{arch}-seed5"
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.name == "synthetic"
+    assert exp.artifact_location.startswith(
+        Path(tmp_path).as_uri()
+    )  # never a cwd-relative ./mlruns
+
+    params = run.data.params
+    assert params["model.arch"] == arch and params["seed"] == "5"
+    assert params["trainer.max_epochs"] == "2" and params["data.batch_size"] == "64"
+    assert params["model.optimizer.lr"] == "0.001"
+    assert len(params) > 40  # the whole resolved config, flattened
+
+    tags = run.data.tags
+    for key in (
+        "model",
+        "git.commit",
+        "git.dirty",
+        "version.torch",
+        "version.lightning",
+        "version.seqbench",
+        "host",
+        "data.fingerprint",
+    ):
+        assert tags.get(key), key
+    assert tags["model"] == arch
+
+    for name in (
+        "val/acc",
+        "val/loss",
+        "train/acc",
+        "train/loss",
+        "perf/epoch_seconds",
+        "perf/samples_per_second",
+    ):
+        history = client.get_metric_history(result.run_id, name)
+        assert len(history) == 2, name
+    assert all(m.value > 0 for m in client.get_metric_history(result.run_id, "perf/epoch_seconds"))
+    metrics = run.data.metrics
+    for name in ("test/acc", "test/loss", "test/f1", "test/auroc", "val/acc_best"):
+        assert name in metrics, name
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["model/trainable_params"] == EXPECTED_PARAMS[arch] - (
+        (5000 - 32) * (128 if arch == "stacked_lstm" else 32)
+        if arch != "stacked_lstm"
+        else (10000 - 32) * 128
+    )  # the synthetic task has a 32-word vocabulary; everything else is the seed architecture
+
+    checkpoints = _artifact_paths(client, result.run_id, "checkpoints")
+    assert len(checkpoints) == 1 and checkpoints[0].endswith(".ckpt")
+    assert "config/config.yaml" in _artifact_paths(client, result.run_id, "config")
+    config_text = Path(
+        client.download_artifacts(result.run_id, "config/config.yaml", str(tmp_path))
+    ).read_text()
+    assert OmegaConf.create(config_text).model.arch == arch
+
+
+def test_recurrent_model_learns_the_synthetic_task(tmp_path):
+    """The generated task is learnable by an LSTM (bag of words is at chance by construction)."""
+    cfg = make_config(tmp_path, ["data=synthetic", "trainer.max_epochs=4"])
+    result = train(cfg)
+    assert result.metrics["test/acc"] > 0.8
+
+
+def test_seed_zero_is_reproducible(tmp_path):
+    overrides = ["seed=0", "trainer.max_epochs=1", "trainer.deterministic=true", *SMALL_SYNTHETIC]
+    first = train(make_config(tmp_path / "a", overrides)).metrics
+    second = train(make_config(tmp_path / "b", overrides)).metrics
+    third = train(make_config(tmp_path / "c", [*overrides, "seed=1"])).metrics
+    assert first["val/loss"] == second["val/loss"] and first["test/loss"] == second["test/loss"]
+    assert first["val/loss"] != third["val/loss"]
+
+
+def test_failure_marks_the_run_failed(tmp_path):
+    cfg = make_config(tmp_path, [f"data.archive={tmp_path}/missing.tar.gz"])
+    with pytest.raises(ArchiveError, match="does not exist"):
+        train(cfg)
+    runs = _client(cfg).search_runs([_client(cfg).get_experiment_by_name("imdb").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+@pytest.mark.realdata
+def test_real_imdb_subset_run(tmp_path, shared_archive):
+    cfg = make_config(
+        tmp_path,
+        [
+            f"data.archive={shared_archive}",
+            "data.subset=400",
+            "trainer.max_epochs=1",
+            "data.max_len=200",
+        ],
+    )
+    result = train(cfg)
+    run = _client(cfg).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    sha = hashlib.sha256(shared_archive.read_bytes()).hexdigest()
+    assert run.data.tags["data.fingerprint"] == sha
+    assert run.data.params["data.archive"] == str(shared_archive)
+    assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+    assert len(_client(cfg).get_metric_history(result.run_id, "val/acc")) == 1
+
+
+def _cli(args: list[str], cwd: Path, root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEQBENCH_ROOT": str(root), "HYDRA_FULL_ERROR": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "seqbench.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path):
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    done = _cli(
+        [*SMALL_SYNTHETIC, "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"],
+        elsewhere,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "outputs" / "mlflow" / "mlflow.db").is_file()
+    assert list((tmp_path / "outputs" / "runs").glob("*/checkpoints/*.ckpt"))
+    assert not any(elsewhere.iterdir())  # nothing written to the working directory
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_cli_wrong_choice_names_the_valid_ones(tmp_path):
+    done = _cli(["model=transformer"], tmp_path, tmp_path)
+    assert done.returncode != 0
+    for name in ("lstm", "bilstm", "cnn_lstm", "stacked_lstm"):
+        assert name in done.stderr
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "seqbench-train"
+    assert script.is_file(), "pip install -e . should install the seqbench-train console script"
+    assert (REPO / "conf" / "train.yaml").is_file()
