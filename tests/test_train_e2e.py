@@ -77,6 +77,9 @@ def test_every_model_trains_two_epochs_and_is_tracked(arch, tmp_path):
     metrics = run.data.metrics
     for name in ("test/acc", "test/loss", "test/f1", "test/auroc", "val/acc_best"):
         assert name in metrics, name
+    # the run is marked FINISHED only after the test metrics are in
+    test_logged = max(m.timestamp for m in client.get_metric_history(result.run_id, "test/acc"))
+    assert run.info.end_time >= test_logged
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert metrics["model/trainable_params"] == EXPECTED_PARAMS[arch] - (
         (5000 - 32) * (128 if arch == "stacked_lstm" else 32)

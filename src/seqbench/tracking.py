@@ -7,6 +7,7 @@ logger is then attached to that run id and only streams metrics.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import platform
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from filelock import FileLock
+from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def is_local_store(uri: str) -> bool:
@@ -58,7 +61,13 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
                 )
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            # The kind tag makes MLflow 3's UI open the experiment on its training-runs view
+            # instead of the GenAI traces overview.
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
         except MlflowException as exc:  # another job created it between our get and create
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(
                 exc
@@ -72,17 +81,21 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
 def open_store(
     tracking_uri: str, experiment_name: str, artifact_location: str | None
 ) -> tuple[MlflowClient, str]:
-    """Client for ``tracking_uri`` and the experiment id, initialising a local store exactly once."""
-    client = MlflowClient(tracking_uri)
+    """Client for ``tracking_uri`` and the experiment id, initialising a local store exactly once.
+
+    Creating the client of a new SQLite store runs MLflow's schema migrations, which fail when
+    two processes run them at once ("table ... already exists"): a file lock beside the
+    database serialises creation and experiment lookup across parallel jobs.
+    """
     if not is_local_store(tracking_uri):
+        client = MlflowClient(tracking_uri)
         return client, get_or_create_experiment(client, experiment_name, None)
     location = (
         Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
     )
     lock = store_lock(tracking_uri)
-    if lock is None:
-        return client, get_or_create_experiment(client, experiment_name, location)
-    with lock:  # first use runs MLflow's schema migrations; they must not run twice at once
+    with lock if lock is not None else contextlib.nullcontext():
+        client = MlflowClient(tracking_uri)
         return client, get_or_create_experiment(client, experiment_name, location)
 
 
@@ -150,3 +163,15 @@ def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) 
         client.set_terminated(run_id, RunStatus.to_string(status))
     except Exception:  # never mask the original error with a bookkeeping one
         log.exception("could not mark MLflow run %s as %s", run_id, RunStatus.to_string(status))
+
+
+class RunLogger(MLFlowLogger):
+    """Lightning's MLflow logger attached to a run whose status seqbench manages.
+
+    Lightning finalises its loggers at the end of ``fit`` *and* of ``test``; the stock logger
+    would mark the run FINISHED before the test metrics exist. ``finish`` sets the status once
+    everything is logged.
+    """
+
+    def finalize(self, status: str = "success") -> None:
+        pass

@@ -8,6 +8,8 @@ seqbench-train -m model=lstm,bilstm seed=1,2,3
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,6 +45,27 @@ def _hydra_tags() -> dict[str, str]:
     return tags
 
 
+def configure_threads(cfg: DictConfig) -> int:
+    """Set torch's intra-op threads: ``cfg.num_threads``, else the usable cores divided by the
+    number of parallel jobs of the Hydra launcher (joblib). Oversubscribed OpenMP threads spin
+    against each other and can slow a CPU run several-fold."""
+    threads = cfg.get("num_threads")
+    if not threads:
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+        jobs = 1
+        if HydraConfig.initialized():
+            n_jobs = HydraConfig.get().launcher.get("n_jobs")
+            if isinstance(n_jobs, int):
+                jobs = cores if n_jobs < 0 else max(1, n_jobs)
+        threads = max(1, cores // jobs)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
 def build_task(cfg: DictConfig) -> ClassificationTask:
     """The LightningModule for ``cfg.model``: the net, its optimiser and optional scheduler."""
     scheduler = instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None
@@ -66,6 +88,7 @@ def train(cfg: DictConfig) -> TrainResult:
     The metrics include ``val/acc_best`` (what sweeps optimise; never a test metric).
     """
     L.seed_everything(cfg.seed, workers=True)
+    threads = configure_threads(cfg)
     rank_zero = rank_zero_only.rank == 0
     client = run_id = None
     if rank_zero:
@@ -76,6 +99,7 @@ def train(cfg: DictConfig) -> TrainResult:
             "model": cfg.model.arch,
             "seed": str(cfg.seed),
             "mlflow.source.name": "seqbench-train",
+            "torch.num_threads": str(threads),
             **tracking.git_state(project_root()),
             **tracking.environment_tags(),
             **_hydra_tags(),
@@ -117,9 +141,14 @@ def _fit_and_test(cfg: DictConfig, client, run_id: str | None) -> dict[str, floa
     if client is not None:
         client.set_tag(run_id, "data.fingerprint", datamodule.fingerprint)
         client.log_metric(run_id, "model/trainable_params", task.trainable_parameters)
-    log.info("model %s: %s trainable parameters", cfg.model.arch, f"{task.trainable_parameters:,}")
+    log.info(
+        "model %s: %s trainable parameters; %d CPU threads",
+        cfg.model.arch,
+        f"{task.trainable_parameters:,}",
+        torch.get_num_threads(),
+    )
 
-    logger = MLFlowLogger(
+    logger = tracking.RunLogger(
         experiment_name=cfg.logger.experiment_name,
         tracking_uri=cfg.logger.tracking_uri,
         run_id=run_id,
@@ -128,11 +157,13 @@ def _fit_and_test(cfg: DictConfig, client, run_id: str | None) -> dict[str, floa
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    fit_started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - fit_started
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    metrics = {
+    metrics = {"perf/fit_seconds": fit_seconds} | {
         k: float(v)
         for k, v in trainer.callback_metrics.items()
         if torch.is_tensor(v) and v.numel() == 1
@@ -146,6 +177,7 @@ def _fit_and_test(cfg: DictConfig, client, run_id: str | None) -> dict[str, floa
         metrics |= {k: float(v) for k, v in results[0].items()}
 
     if client is not None:
+        client.log_metric(run_id, "perf/fit_seconds", fit_seconds)
         if "val/acc_best" in metrics:
             client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"])
         if best_path:

@@ -1,0 +1,160 @@
+"""A real `mlflow server` on 127.0.0.1 over a store written by a tiny sweep: REST API and UI."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from test_sweeps import TINY, run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRE_BROWSER = os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Write a 2-run sweep, then serve its SQLite store; stop the server afterwards."""
+    root = tmp_path_factory.mktemp("served")
+    run_cli(["-m", "seed=1,2", "model=lstm", "logger.experiment_name=served", *TINY], root)
+    port = _free_port()
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root}/outputs/mlflow/mlflow.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _api(base: str, endpoint: str, **kwargs) -> dict:
+    method = requests.post if "json" in kwargs else requests.get
+    response = method(f"{base}/api/2.0/mlflow/{endpoint}", timeout=10, **kwargs)
+    assert response.ok, (endpoint, response.status_code, response.text[:500])
+    return response.json()
+
+
+def test_runs_metrics_and_artifacts_over_rest(server):
+    exp = _api(server, "experiments/get-by-name", params={"experiment_name": "served"})[
+        "experiment"
+    ]
+    runs = _api(server, "runs/search", json={"experiment_ids": [exp["experiment_id"]]})["runs"]
+    assert len(runs) == 2
+    names = sorted(r["info"]["run_name"] for r in runs)
+    assert names == ["lstm-seed1", "lstm-seed2"]
+    for run in runs:
+        run_id = run["info"]["run_id"]
+        assert run["info"]["status"] == "FINISHED"
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["model.arch"] == "lstm"
+        history = _api(
+            server, "metrics/get-history", params={"run_id": run_id, "metric_key": "val/acc"}
+        )["metrics"]
+        assert [m["step"] for m in history] == sorted(m["step"] for m in history) and len(
+            history
+        ) == 2
+        files = _api(server, "artifacts/list", params={"run_id": run_id, "path": "checkpoints"})[
+            "files"
+        ]
+        assert (
+            len(files) == 1
+            and files[0]["path"].endswith(".ckpt")
+            and int(files[0]["file_size"]) > 1000
+        )
+        config = requests.get(
+            f"{server}/get-artifact",
+            params={"path": "config/config.yaml", "run_uuid": run_id},
+            timeout=10,
+        )
+        assert config.ok and "arch: lstm" in config.text
+
+
+def test_ui_lists_the_experiments_runs_in_headless_chromium(server, tmp_path):
+    if CHROMIUM is None:
+        if REQUIRE_BROWSER:
+            pytest.fail("chromium is required here (SEQBENCH_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip(
+            "chromium not installed (make test installs Debian's chromium when run as root)"
+        )
+    exp = _api(server, "experiments/get-by-name", params={"experiment_name": "served"})[
+        "experiment"
+    ]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
+    url = f"{server}/#/experiments/{exp['experiment_id']}/runs"
+    dom = ""
+    for budget in (15000, 40000):  # the UI fetches runs after load; give virtual time to settle
+        done = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / f'profile{budget}'}",
+                f"--virtual-time-budget={budget}",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        dom = done.stdout
+        if "lstm-seed1" in dom and "lstm-seed2" in dom:
+            break
+    Path(tmp_path / "ui.html").write_text(dom)
+    assert "lstm-seed1" in dom and "lstm-seed2" in dom, (
+        f"runs not on the page; DOM starts: {dom[:500]!r}"
+    )
