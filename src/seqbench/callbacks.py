@@ -35,6 +35,7 @@ class EpochTimer(L.Callback):
         self._end = 0.0
         self._samples = 0
         self._first_step: float | None = None
+        self.origin: float | None = None  # unix time the run started; None: this process's start
 
     @staticmethod
     def _sync(trainer: L.Trainer) -> None:
@@ -48,7 +49,7 @@ class EpochTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self._first_step is None:
-            started = process_start_time()
+            started = self.origin if self.origin is not None else process_start_time()
             self._first_step = time.time() - started if started is not None else float("nan")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench import tracking
+from seqbench.callbacks import EpochTimer
 from seqbench.paths import config_dir, project_root, register_resolvers
 from seqbench.task import ClassificationTask
 
 log = logging.getLogger(__name__)
 register_resolvers()
+_RUNS_IN_PROCESS = 0
+# Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
+# step, and the pytree deprecation is internal to Lightning.
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 def _hydra_tags() -> dict[str, str]:
@@ -87,6 +94,11 @@ def train(cfg: DictConfig) -> TrainResult:
 
     The metrics include ``val/acc_best`` (what sweeps optimise; never a test metric).
     """
+    global _RUNS_IN_PROCESS
+    # The first run of a process is timed from the process start (imports count); later jobs of
+    # a multirun in the same process from here.
+    run_origin = None if _RUNS_IN_PROCESS == 0 else time.time()
+    _RUNS_IN_PROCESS += 1
     L.seed_everything(cfg.seed, workers=True)
     threads = configure_threads(cfg)
     rank_zero = rank_zero_only.rank == 0
@@ -116,7 +128,7 @@ def train(cfg: DictConfig) -> TrainResult:
             cfg.logger.tracking_uri,
         )
     try:
-        metrics = _fit_and_test(cfg, client, run_id)
+        metrics = _fit_and_test(cfg, client, run_id, run_origin)
     except BaseException as exc:
         if client is not None:
             tracking.finish(client, run_id, exc)
@@ -126,7 +138,9 @@ def train(cfg: DictConfig) -> TrainResult:
     return TrainResult(run_id, metrics)
 
 
-def _fit_and_test(cfg: DictConfig, client, run_id: str | None) -> dict[str, float]:
+def _fit_and_test(
+    cfg: DictConfig, client, run_id: str | None, run_origin: float | None
+) -> dict[str, float]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if client is not None:
         tracking.log_params(client, run_id, resolved)
@@ -156,6 +170,9 @@ def _fit_and_test(cfg: DictConfig, client, run_id: str | None) -> dict[str, floa
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
+    for callback in callbacks:
+        if isinstance(callback, EpochTimer):
+            callback.origin = run_origin
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     fit_started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
