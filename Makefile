@@ -16,13 +16,17 @@ MLFLOW_DB := $(CURDIR)/outputs/mlflow/mlflow.db
 # installs it with apt-get when missing; elsewhere that test skips with the reason.
 INSTALL_BROWSER ?= $(if $(CI),1,0)
 
-.PHONY: help install browser test lint format demo reproduce ui clean
+KERAS_VENV := benchmarks/.venv-keras
+SEEDS ?= 1,2,3
+
+.PHONY: help install browser test lint format demo reproduce ui bench bench-env clean
 
 help:
 	@echo "make demo       offline demo: small sweep on generated data, prints the comparison table"
 	@echo "make test       install (if needed) and run lint + the test suite"
 	@echo "make reproduce  the IMDB comparison: 6 architectures x 3 seeds, then the table"
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
+	@echo "make bench      speed benchmark: seqbench vs plain PyTorch vs the Keras seed (SEEDS=1,2,3)"
 
 install: $(STAMP)
 
@@ -63,5 +67,16 @@ ui: install
 	@mkdir -p $(dir $(MLFLOW_DB))
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
+# TensorFlow/Keras for the side-by-side benchmark only, in its own environment (never a
+# seqbench dependency). About 1.6 GB.
+bench-env: $(KERAS_VENV)/.installed
+$(KERAS_VENV)/.installed:
+	$(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/python -m pip install --quiet "tensorflow-cpu==2.21.0" "keras==3.15.1"
+	touch $@
+
+bench: install bench-env
+	$(BIN)/python benchmarks/speed.py --archive $(or $(IMDB_ARCHIVE),$(error set IMDB_ARCHIVE=/path/to/aclImdb_v1.tar.gz)) \
+	  --seeds $(SEEDS) --json outputs/benchmarks/speed.json
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

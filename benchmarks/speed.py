@@ -100,6 +100,7 @@ def build_datamodule(args, overrides: list[str]):
     import torch
 
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as seqbench-train does (conf/train.yaml flush_denormal)
     dm = instantiate(cfg.data)
     dm.sampler_seed = args.seed
     dm.setup()
@@ -431,6 +432,7 @@ def main() -> None:
     text = report(results, args)
     print(text)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"results": results, "report": text}, indent=2))
 
 

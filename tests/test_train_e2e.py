@@ -2,8 +2,10 @@
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,19 @@ def test_every_model_trains_two_epochs_and_is_tracked(arch, tmp_path):
     assert OmegaConf.create(config_text).model.arch == arch
 
 
+@pytest.mark.parametrize("arch", ["bilstm", "cnn_lstm"])
+def test_mixed_precision_is_chosen_by_config(arch, tmp_path):
+    """bf16 autocast on CPU (GPU runs use the same key: trainer=gpu trainer.precision=bf16-mixed)."""
+    cfg = make_config(
+        tmp_path,
+        [f"model={arch}", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", *SMALL_SYNTHETIC],
+    )
+    result = train(cfg)
+    run = _client(cfg).get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["trainer.precision"] == "bf16-mixed"
+    assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+
+
 def test_recurrent_model_learns_the_synthetic_task(tmp_path):
     """The generated task is learnable by an LSTM (bag of words is at chance by construction)."""
     cfg = make_config(tmp_path, ["data=synthetic", "trainer.max_epochs=4"])
@@ -182,3 +197,41 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "seqbench-train"
     assert script.is_file(), "pip install -e . should install the seqbench-train console script"
     assert (REPO / "conf" / "train.yaml").is_file()
+
+
+def test_sigterm_marks_the_run_killed_and_leaves_a_resumable_checkpoint(tmp_path):
+    """A cluster time limit or `kill`: the run is KILLED (not FINISHED or lost) and last.ckpt exists."""
+    env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seqbench.train",
+            *SMALL_SYNTHETIC,
+            "data.n_train=3000",
+            "trainer.max_epochs=500",
+            "callbacks.progress_bar.refresh_rate=0",
+            "logger.experiment_name=killed",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "outputs" / "runs").glob("*/checkpoints/last.ckpt")):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint written in time"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert len(client.get_metric_history(runs[0].info.run_id, "val/acc")) >= 1

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 from mlflow.exceptions import MlflowException
@@ -152,10 +153,11 @@ def environment_tags() -> dict[str, str]:
 
 
 def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) -> None:
-    """Mark the run FINISHED, or FAILED (KILLED for Ctrl-C) when ``exc`` ended it."""
+    """Mark the run FINISHED, or FAILED when ``exc`` ended it (KILLED for Ctrl-C or SIGTERM, e.g.
+    a cluster's time limit: such a run is worth resuming, not debugging)."""
     if exc is None:
         status = RunStatus.FINISHED
-    elif isinstance(exc, KeyboardInterrupt):
+    elif isinstance(exc, (KeyboardInterrupt, SIGTERMException)):
         status = RunStatus.KILLED
     else:
         status = RunStatus.FAILED
