@@ -53,7 +53,8 @@ def compose(overrides: list[str], tmp: Path):
 
 
 def data_overrides(args) -> list[str]:
-    return [f"data.archive={Path(args.archive).resolve()}", f"num_threads={args.threads}"]
+    subset = [f"data.subset={args.subset}"] if args.subset else []
+    return [f"data.archive={Path(args.archive).resolve()}", f"num_threads={args.threads}", *subset]
 
 
 # ----------------------------------------------------------------------------- child: seqbench
@@ -364,6 +365,9 @@ def main() -> None:
         "--steps", type=int, default=60, help="training steps per architecture and mode"
     )
     parser.add_argument(
+        "--subset", type=int, default=0, help="stratified N train/test reviews (smoke runs)"
+    )
+    parser.add_argument(
         "--only", default="seqbench,plain,keras,archs", help="which measurements to run"
     )
     parser.add_argument(
@@ -394,6 +398,8 @@ def main() -> None:
         str(args.threads),
         "--steps",
         str(args.steps),
+        "--subset",
+        str(args.subset),
     ]
     results = []
     build_datamodule(args, ["model=lstm"])  # prepares and caches the encoded data once, up front

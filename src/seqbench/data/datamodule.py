@@ -60,7 +60,7 @@ class SequenceDataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 256,
         max_len: int = 500,
-        padding: str = "post",
+        padding: str = "pre",
         bucketing: bool = True,
         val_fraction: float = 0.1,
         split_seed: int = 1234,
