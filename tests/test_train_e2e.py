@@ -235,3 +235,26 @@ def test_sigterm_marks_the_run_killed_and_leaves_a_resumable_checkpoint(tmp_path
     runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]
     assert len(client.get_metric_history(runs[0].info.run_id, "val/acc")) >= 1
+
+
+def test_ddp_two_processes_make_one_tracked_run(tmp_path):
+    """trainer=ddp on 2 CPU processes (gloo): only rank 0 tracks; batches are split by our sampler."""
+    done = _cli(
+        [
+            *SMALL_SYNTHETIC,
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=2",
+            "callbacks.progress_bar.refresh_rate=0",
+            "logger.experiment_name=ddp",
+        ],
+        tmp_path,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(client.get_metric_history(runs[0].info.run_id, "val/acc")) == 2
+    assert "test/acc" in runs[0].data.metrics
