@@ -105,3 +105,23 @@ def test_num_classes_mismatch_is_explained(tmp_path):
     dm = SyntheticDataModule(num_classes=3, n_train=20, n_test=10)
     with pytest.raises(ValueError, match="set data.num_classes=2"):
         dm.setup()
+
+
+def test_take_selects_whole_sequences_in_the_given_order():
+    from seqbench.data.corpus import EncodedSplit
+
+    seqs = [
+        np.array([1, 5, 6]),
+        np.array([1]),
+        np.array([1, 7, 8, 9]),
+        np.array([], dtype=np.int64),
+    ]
+    split = EncodedSplit.from_sequences(seqs, np.array([0, 1, 1, 0]))
+    picked = split.take(np.array([2, 0, 3, 2]))
+    assert [picked.sequence(i).tolist() for i in range(4)] == [
+        [1, 7, 8, 9],
+        [1, 5, 6],
+        [],
+        [1, 7, 8, 9],
+    ]
+    assert picked.labels.tolist() == [1, 0, 0, 1] and picked.tokens.dtype == np.int32

@@ -64,7 +64,11 @@ def configure_cpu(cfg: DictConfig) -> int:
     """
     threads = cfg.get("num_threads")
     if not threads:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
         jobs = 1
         if HydraConfig.initialized():
             n_jobs = HydraConfig.get().launcher.get("n_jobs")

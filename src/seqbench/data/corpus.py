@@ -66,10 +66,15 @@ class EncodedSplit:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
     def take(self, indices: np.ndarray) -> EncodedSplit:
-        """A new split holding ``indices`` in that order."""
-        return EncodedSplit.from_sequences(
-            [self.sequence(i) for i in indices], self.labels[indices]
-        )
+        """A new split holding ``indices`` in that order (vectorised: runs at every setup)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # token k of the result comes from source position start[seq(k)] + (k - offsets[seq(k)])
+        starts = np.repeat(self.offsets[indices] - offsets[:-1], lengths)
+        tokens = self.tokens[starts + np.arange(offsets[-1], dtype=np.int64)]
+        return EncodedSplit(tokens, offsets, self.labels[indices])
 
 
 @dataclass

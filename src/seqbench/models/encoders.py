@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -105,7 +103,3 @@ class ConvLSTMEncoder(nn.Module):
         )
         _, final = self.recurrent(x, pooled_lengths, self.padding)
         return final
-
-    @staticmethod
-    def pooled_length(length: int, pool_size: int = 2) -> int:
-        return math.ceil(length / pool_size)
