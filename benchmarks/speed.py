@@ -27,6 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "bilstm", "cnn_lstm", "stacked_lstm"]
+PADDED = ["data.bucketing=false", "data.padding=pre"]
+ARCH_MODES = {  # overrides of each per-architecture column
+    "fast": [],
+    "padded_500": PADDED,
+    "padded_500_fp32": [*PADDED, "trainer.precision=32-true", "batch_split=1"],
+}
 
 
 def peak_rss_mb() -> float:
@@ -75,6 +81,7 @@ def child_seqbench(args) -> dict:
     )
     result = train(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
+    tags = client.get_run(result.run_id).data.tags
 
     def history(name: str) -> list[float]:
         return [m.value for m in client.get_metric_history(result.run_id, name)]
@@ -82,6 +89,8 @@ def child_seqbench(args) -> dict:
     return {
         "mode": "seqbench",
         "seed": args.seed,
+        "precision": str(cfg.trainer.precision),
+        "batch_split": int(tags["batch_split"]),
         "epoch_seconds": history("perf/epoch_seconds"),
         "fit_seconds": result.metrics["perf/fit_seconds"],
         "test_acc": result.metrics["test/acc"],
@@ -98,25 +107,41 @@ def build_datamodule(args, overrides: list[str]):
 
     tmp = Path(tempfile.mkdtemp(prefix="seqbench-bench-"))
     cfg = compose([*data_overrides(args), *overrides], tmp)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as seqbench-train does (conf/train.yaml flush_denormal)
     dm = instantiate(cfg.data)
     dm.sampler_seed = args.seed
     dm.setup()
     return cfg, dm
 
 
+def execution(cfg):
+    """Run a model as seqbench-train would for ``cfg``: its threads, denormal flushing, batch
+    slices (seqbench.parallel) and autocast; returns (call(net, tokens, lengths), autocast)."""
+    import torch
+
+    from seqbench.parallel import BatchSplitter
+    from seqbench.train import configure_cpu
+
+    plan = configure_cpu(cfg)
+    splitter = BatchSplitter(plan.batch_split, bool(cfg.flush_denormal))
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(
+        str(cfg.trainer.precision)
+    )
+
+    def autocast():
+        return torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    return splitter, autocast, plan
+
+
 def child_plain(args) -> dict:
     """The same model and batches in a hand-written loop: the harness-free reference."""
     import lightning as L
     import torch
-    import torch.nn.functional as F
     from hydra.utils import instantiate
 
     cfg, dm = build_datamodule(args, ["model=lstm", f"seed={args.seed}"])
     L.seed_everything(args.seed, verbose=False)
+    call, autocast, plan = execution(cfg)
     net = instantiate(cfg.model.net)
     optimizer = instantiate(cfg.model.optimizer)(net.parameters())
     loader = dm.train_dataloader()
@@ -125,22 +150,21 @@ def child_plain(args) -> dict:
         loader.batch_sampler.set_epoch(epoch)
         net.train()
         start = time.perf_counter()
-        for batch_tokens, lengths, labels in loader:
-            loss = F.binary_cross_entropy_with_logits(net(batch_tokens, lengths), labels.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            tokens += int(lengths.sum())
+        for batch in loader:
+            train_step(call, autocast, net, optimizer, batch)
+            tokens += int(batch[1].sum())
         times.append(time.perf_counter() - start)
     net.eval()
     correct = total = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for batch_tokens, lengths, labels in dm.test_dataloader():
-            correct += int(((net(batch_tokens, lengths) > 0).long() == labels).sum())
+            correct += int(((call(net, batch_tokens, lengths) > 0).long() == labels).sum())
             total += len(labels)
     return {
         "mode": "plain",
         "seed": args.seed,
+        "precision": str(cfg.trainer.precision),
+        "batch_split": plan.batch_split,
         "epoch_seconds": times,
         "fit_seconds": sum(times),
         "test_acc": correct / total,
@@ -149,43 +173,45 @@ def child_plain(args) -> dict:
     }
 
 
+def train_step(call, autocast, net, optimizer, batch) -> None:
+    import torch.nn.functional as F
+
+    batch_tokens, lengths, labels = batch
+    with autocast():
+        logits = call(net, batch_tokens, lengths)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 # ----------------------------------------------------------------------------- child: per-architecture steps
 def child_archs(args) -> dict:
-    """Seconds per training step of each architecture, bucketed (fast path) vs padded to 500,
-    scaled to a full epoch (steps are drawn from the real shuffled batch order)."""
+    """Seconds per training step of each architecture, scaled to a full epoch (steps drawn from
+    the real shuffled batch order): the default fast path; padded to 500 with the same execution
+    (bucketing's share); padded to 500 in float32 on intra-op threads only (the seeds' way)."""
     import itertools
 
     import lightning as L
-    import torch.nn.functional as F
     from hydra.utils import instantiate
 
     rows = []
     for arch in ARCHS:
-        for mode, overrides in (
-            ("bucketed", []),
-            ("padded_500", ["data.bucketing=false", "data.padding=pre"]),
-        ):
+        for mode, overrides in ARCH_MODES.items():
             cfg, dm = build_datamodule(args, [f"model={arch}", *overrides])
             L.seed_everything(args.seed, verbose=False)
+            call, autocast, _ = execution(cfg)
             net = instantiate(cfg.model.net).train()
             optimizer = instantiate(cfg.model.optimizer)(net.parameters())
             loader = dm.train_dataloader()
             batches = list(itertools.islice(iter(loader), args.steps + 2))
-            for batch_tokens, lengths, labels in batches[
-                :2
-            ]:  # warm-up (allocator, oneDNN primitives)
-                F.binary_cross_entropy_with_logits(
-                    net(batch_tokens, lengths), labels.float()
-                ).backward()
+            for batch in batches[:2]:  # warm-up (allocator, oneDNN primitives)
+                train_step(call, autocast, net, optimizer, batch)
             start = time.perf_counter()
-            for batch_tokens, lengths, labels in batches[2:]:
-                loss = F.binary_cross_entropy_with_logits(
-                    net(batch_tokens, lengths), labels.float()
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            for batch in batches[2:]:
+                train_step(call, autocast, net, optimizer, batch)
             per_step = (time.perf_counter() - start) / len(batches[2:])
+            call.close()
             rows.append(
                 {
                     "arch": arch,
@@ -196,7 +222,7 @@ def child_archs(args) -> dict:
                 }
             )
             print(
-                f"  {arch:24s} {mode:11s} {per_step * len(loader):7.1f} s/epoch (est.)",
+                f"  {arch:24s} {mode:14s} {per_step * len(loader):7.1f} s/epoch (est.)",
                 file=sys.stderr,
             )
     return {"mode": "archs", "rows": rows, "peak_rss_mb": peak_rss_mb()}
@@ -312,6 +338,12 @@ def report(results: list[dict], args) -> str:
                 mean(r["start_to_first_step"] for r in by_mode["seqbench"]),
             )
         )
+    for mode in ("seqbench", "plain"):
+        if runs := by_mode.get(mode):
+            lines.append(
+                f"{mode} ran with precision {runs[0]['precision']} and"
+                f" {runs[0]['batch_split']} batch slice(s) in parallel threads"
+            )
     if ratios:
         lines += [
             "",
@@ -333,17 +365,21 @@ def report(results: list[dict], args) -> str:
                 [
                     [
                         a,
-                        f"{m['bucketed']:.1f}",
+                        f"{m['fast']:.1f}",
                         f"{m['padded_500']:.1f}",
-                        f"{m['padded_500'] / m['bucketed']:.2f}x",
+                        f"{m['padded_500_fp32']:.1f}",
+                        f"{m['padded_500'] / m['fast']:.2f}x",
+                        f"{m['padded_500_fp32'] / m['fast']:.2f}x",
                     ]
                     for a, m in table.items()
                 ],
                 headers=[
                     "architecture",
-                    "bucketed (fast path)",
-                    "padded to 500 (seeds)",
-                    "speed-up",
+                    "fast path (default)",
+                    "padded to 500",
+                    "padded to 500, fp32, unsplit",
+                    "bucketing speed-up",
+                    "total speed-up",
                 ],
                 tablefmt="github",
             )

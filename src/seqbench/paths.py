@@ -32,8 +32,12 @@ def config_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """``${seqbench.root:}`` and ``${seqbench.uid:}``; uid is cached per config, and Hydra copies
-    the cache into every sweep job, so a sweep's jobs share it while separate launches differ."""
+    """``${seqbench.root:}``, ``${seqbench.uid:}`` and ``${seqbench.cpu_precision:}``; uid is
+    cached per config, and Hydra copies the cache into every sweep job, so a sweep's jobs share
+    it while separate launches differ."""
+    from seqbench.hardware import cpu_precision
+
+    OmegaConf.register_new_resolver("seqbench.cpu_precision", cpu_precision, replace=True)
     OmegaConf.register_new_resolver("seqbench.root", lambda: str(project_root()), replace=True)
     OmegaConf.register_new_resolver(
         "seqbench.uid", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 
 from seqbench.models.classifier import count_trainable
+from seqbench.parallel import BatchSplitter
 
 SPLITS = ("train", "val", "test")
 
@@ -36,6 +37,7 @@ class ClassificationTask(L.LightningModule):
         optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
         scheduler_monitor: str = "val/loss",
+        batch_splitter: BatchSplitter | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -43,6 +45,7 @@ class ClassificationTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
+        self.batch_splitter = batch_splitter
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": _metrics(self.num_classes).clone(prefix=f"{s}/") for s in SPLITS}
         )
@@ -52,6 +55,8 @@ class ClassificationTask(L.LightningModule):
         return count_trainable(self.net)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.batch_splitter is not None:  # CPU: batch slices in parallel threads
+            return self.batch_splitter(self.net, tokens, lengths)
         return self.net(tokens, lengths)
 
     def loss_and_probs(

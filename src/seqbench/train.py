@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqbench import tracking
 from seqbench.callbacks import EpochTimer
+from seqbench.parallel import BatchSplitter
 from seqbench.paths import config_dir, project_root, register_resolvers
 from seqbench.task import ClassificationTask
 
@@ -52,41 +53,78 @@ def _hydra_tags() -> dict[str, str]:
     return tags
 
 
-def configure_cpu(cfg: DictConfig) -> int:
-    """Set torch's intra-op threads and denormal flushing; returns the thread count.
+@dataclass(frozen=True)
+class CpuPlan:
+    """How a run uses the CPU: torch intra-op threads per batch slice, and the slice count."""
 
-    Threads: ``cfg.num_threads``, else the usable cores divided by the parallel jobs of the Hydra
-    launcher (joblib): oversubscribed OpenMP threads spin against each other and slow a CPU run
-    several-fold. ``cfg.flush_denormal``: gradients vanishing through hundreds of LSTM steps
-    reach the denormal float range, where x86 arithmetic is ~100x slower; flushing them to zero
-    made the recurrent-dropout LSTM's step 3x faster (docs/benchmarks.md) without changing what
-    is learned (they are below 1e-38).
+    threads: int  # cores this run may use
+    batch_split: int  # batch slices trained in parallel threads (1: off)
+
+    @property
+    def threads_per_split(self) -> int:
+        return max(1, self.threads // self.batch_split)
+
+
+def usable_threads(cfg: DictConfig) -> int:
+    """``cfg.num_threads``, else the usable cores divided by the launcher's parallel jobs.
+
+    Oversubscribed OpenMP threads spin against each other and slow a CPU run several-fold.
     """
     threads = cfg.get("num_threads")
-    if not threads:
-        cores = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
+    if threads:
+        return int(threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = 1
+    if HydraConfig.initialized():
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        if isinstance(n_jobs, int):
+            jobs = (cores or 1) if n_jobs < 0 else max(1, n_jobs)
+    return max(1, (cores or 1) // jobs)
+
+
+def plan_cpu(cfg: DictConfig) -> CpuPlan:
+    """Threads and batch slices. ``cfg.batch_split`` null: one slice per thread when training
+    on the CPU in one process (``seqbench.parallel``), else 1."""
+    threads = usable_threads(cfg)
+    split = cfg.get("batch_split")
+    if split is None:
+        trainer = cfg.trainer
+        one_process = (
+            str(trainer.get("devices", 1)) == "1" and int(trainer.get("num_nodes", 1)) == 1
         )
-        jobs = 1
-        if HydraConfig.initialized():
-            n_jobs = HydraConfig.get().launcher.get("n_jobs")
-            if isinstance(n_jobs, int):
-                jobs = cores if n_jobs < 0 else max(1, n_jobs)
-        threads = max(1, cores // jobs)
-    torch.set_num_threads(int(threads))
+        on_cpu = trainer.get("accelerator") == "cpu" and trainer.get("strategy") in (None, "auto")
+        split = threads if on_cpu and one_process else 1
+    if int(split) < 1:
+        raise ValueError(f"batch_split must be null or >= 1, got {split}")
+    return CpuPlan(threads=threads, batch_split=min(int(split), threads))
+
+
+def configure_cpu(cfg: DictConfig) -> CpuPlan:
+    """Set torch's intra-op threads and denormal flushing for ``plan_cpu(cfg)``.
+
+    Torch's thread count is per process (OpenMP), so with batch slices every slice's thread
+    runs ``threads // batch_split`` of them. ``cfg.flush_denormal``: gradients vanishing
+    through hundreds of LSTM steps reach the denormal float range, where x86 arithmetic is
+    ~100x slower; flushing them to zero made the recurrent-dropout LSTM's step 3x faster
+    (docs/benchmarks.md) without changing what is learned (they are below 1e-38).
+    """
+    plan = plan_cpu(cfg)
+    torch.set_num_threads(plan.threads_per_split)
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
-    return int(threads)
+    return plan
 
 
-def build_task(cfg: DictConfig) -> ClassificationTask:
+def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
     """The LightningModule for ``cfg.model``: the net, its optimiser and optional scheduler."""
     scheduler = instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None
+    splitter = None
+    if batch_split > 1:
+        splitter = BatchSplitter(batch_split, flush_denormal=bool(cfg.get("flush_denormal", True)))
     return ClassificationTask(
         net=instantiate(cfg.model.net),
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=scheduler,
+        batch_splitter=splitter,
     )
 
 
@@ -107,7 +145,7 @@ def train(cfg: DictConfig) -> TrainResult:
     run_origin = None if _RUNS_IN_PROCESS == 0 else time.time()
     _RUNS_IN_PROCESS += 1
     L.seed_everything(cfg.seed, workers=True)
-    threads = configure_cpu(cfg)
+    plan = configure_cpu(cfg)
     rank_zero = rank_zero_only.rank == 0
     client = run_id = None
     if rank_zero:
@@ -118,7 +156,8 @@ def train(cfg: DictConfig) -> TrainResult:
             "model": cfg.model.arch,
             "seed": str(cfg.seed),
             "mlflow.source.name": "seqbench-train",
-            "torch.num_threads": str(threads),
+            "torch.num_threads": str(plan.threads_per_split),
+            "batch_split": str(plan.batch_split),
             **tracking.git_state(project_root()),
             **tracking.environment_tags(),
             **_hydra_tags(),
@@ -135,7 +174,7 @@ def train(cfg: DictConfig) -> TrainResult:
             cfg.logger.tracking_uri,
         )
     try:
-        metrics = _fit_and_test(cfg, client, run_id, run_origin)
+        metrics = _fit_and_test(cfg, client, run_id, run_origin, plan)
     except BaseException as exc:
         if client is not None:
             tracking.finish(client, run_id, exc)
@@ -146,7 +185,7 @@ def train(cfg: DictConfig) -> TrainResult:
 
 
 def _fit_and_test(
-    cfg: DictConfig, client, run_id: str | None, run_origin: float | None
+    cfg: DictConfig, client, run_id: str | None, run_origin: float | None, plan: CpuPlan
 ) -> dict[str, float]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if client is not None:
@@ -158,15 +197,16 @@ def _fit_and_test(
     datamodule.prepare_data()
     datamodule.setup("fit")
 
-    task = build_task(cfg)
+    task = build_task(cfg, plan.batch_split)
     if client is not None:
         client.set_tag(run_id, "data.fingerprint", datamodule.fingerprint)
         client.log_metric(run_id, "model/trainable_params", task.trainable_parameters)
     log.info(
-        "model %s: %s trainable parameters; %d CPU threads",
+        "model %s: %s trainable parameters; %d CPU thread(s) x %d batch slice(s)",
         cfg.model.arch,
         f"{task.trainable_parameters:,}",
-        torch.get_num_threads(),
+        plan.threads_per_split,
+        plan.batch_split,
     )
 
     logger = tracking.RunLogger(

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from seqbench.models.init import apply_init
+from seqbench.models.randomness import Dropout
 
 
 def count_trainable(module: nn.Module) -> int:
@@ -26,7 +27,7 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.encoder = encoder
         self.num_classes = num_classes
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.head = nn.Linear(encoder.output_size, 1 if num_classes == 2 else num_classes)
         apply_init(self, init)
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from seqbench.data.text import SIDES
+from seqbench.models.randomness import Dropout
 from seqbench.models.recurrent import RecurrentLayer, padding_mask
 
 
@@ -40,7 +41,7 @@ class LSTMEncoder(nn.Module):
             raise ValueError("hidden_size needs at least one layer")
         self.padding = padding
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.embedding_dropout = Dropout(embedding_dropout)
         layers, width = [], embedding_dim
         for size in sizes:
             layers.append(

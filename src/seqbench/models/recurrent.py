@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqbench.models.randomness import keep_mask
+
 
 def last_step(outputs: torch.Tensor, lengths: torch.Tensor, padding: str) -> torch.Tensor:
     """Output at each sequence's last real token: ``outputs[b, len_b - 1]`` (post) or ``[:, -1]`` (pre)."""
@@ -69,20 +71,17 @@ class KerasLSTM(nn.Module):
         self.dropout = dropout
         self.recurrent_dropout = recurrent_dropout
 
-    def _mask(self, shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
-        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p) / (1 - p)
-
     def input_mask(self, x: torch.Tensor) -> torch.Tensor | None:
         """One ``(B, 1, in)`` input mask per sequence, or None when input dropout is inactive."""
         if not (self.training and self.dropout > 0):
             return None
-        return self._mask((x.size(0), 1, x.size(2)), self.dropout, x)
+        return keep_mask((x.size(0), 1, x.size(2)), self.dropout, x)
 
     def recurrent_mask(self, x: torch.Tensor) -> torch.Tensor | None:
         """One ``(B, H)`` mask on h(t-1) per sequence, or None when recurrent dropout is inactive."""
         if not (self.training and self.recurrent_dropout > 0):
             return None
-        return self._mask((x.size(0), self.hidden_size), self.recurrent_dropout, x)
+        return keep_mask((x.size(0), self.hidden_size), self.recurrent_dropout, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, in) -> (B, T, H)``: the hidden state at every step."""

@@ -1,0 +1,31 @@
+"""What this machine's CPU can do, for defaults that depend on it (``trainer=cpu`` precision)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+# Instructions that compute bf16 natively. Without them oneDNN emulates bf16, slower than fp32.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_precision() -> str:
+    """``bf16-mixed`` on CPUs with native bf16 arithmetic, else ``32-true``.
+
+    On such CPUs bf16 autocast with batch slices makes the seed LSTM ~1.8x faster per step at
+    the same 3-seed accuracy (docs/benchmarks.md); elsewhere bf16 would only be slower.
+    """
+    return "bf16-mixed" if cpu_flags() & set(NATIVE_BF16_FLAGS) else "32-true"
