@@ -121,3 +121,24 @@ def test_cpu_precision_follows_native_bf16(monkeypatch, tmp_path):
     cfg = make_config(tmp_path, ["trainer.precision=32-true"])
     with open_dict(cfg):
         assert cfg.trainer.precision == "32-true"
+
+
+def test_training_with_batch_slices_is_tracked_and_stops_its_threads(tmp_path):
+    """A real run with 2 slices: tracked as such, learns, and leaves no worker threads behind."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from seqbench.train import train
+
+    cfg = make_config(
+        tmp_path,
+        ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
+        + ["num_threads=2", "batch_split=2", "trainer.max_epochs=1"],
+    )
+    result = train(cfg)
+    run = MlflowClient(cfg.logger.tracking_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["batch_split"] == "2" and run.data.tags["torch.num_threads"] == "1"
+    assert "test/acc" in run.data.metrics
+    assert not [t for t in threading.enumerate() if t.name.startswith("seqbench-split")]

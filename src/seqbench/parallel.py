@@ -28,8 +28,10 @@ class BatchSplitter:
 
     Torch's intra-op thread count is one setting for the whole process (OpenMP), so the caller
     sets it to cores // splits (``seqbench.train.configure_cpu``). Training (gradients on)
-    splits forward and backward; evaluation splits the forward. It is a plain
-    ``module(*inputs)`` for one split, a batch smaller than ``splits`` or tensors off the CPU.
+    splits forward and backward; evaluation splits the forward. Gradients flow to the module's
+    parameters only: the inputs are data (token ids, lengths). It is a plain ``module(*inputs)``
+    for one split, a batch smaller than ``splits``, inputs that need gradients, or tensors off
+    the CPU.
     """
 
     def __init__(self, splits: int, flush_denormal: bool = True) -> None:
@@ -64,7 +66,7 @@ class BatchSplitter:
         if (
             self.splits == 1
             or inputs[0].size(0) < self.splits
-            or any(t.device.type != "cpu" for t in inputs)
+            or any(t.device.type != "cpu" or t.requires_grad for t in inputs)
         ):
             return module(*inputs)
         params = tuple(p for p in module.parameters() if p.requires_grad)

@@ -221,6 +221,16 @@ def _fit_and_test(
         if isinstance(callback, EpochTimer):
             callback.origin = run_origin
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    try:
+        return _run_trainer(cfg, trainer, task, datamodule, client, run_id)
+    finally:
+        if task.batch_splitter is not None:  # stop its threads: a multirun builds many tasks
+            task.batch_splitter.close()
+
+
+def _run_trainer(
+    cfg: DictConfig, trainer: L.Trainer, task: ClassificationTask, datamodule, client, run_id
+) -> dict[str, float]:
     fit_started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_seconds = time.perf_counter() - fit_started
