@@ -1,5 +1,9 @@
 """Batch slices trained in parallel threads (seqbench.parallel), the CPU plan, bf16 default."""
 
+import gc
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -142,3 +146,24 @@ def test_training_with_batch_slices_is_tracked_and_stops_its_threads(tmp_path):
     assert run.data.tags["batch_split"] == "2" and run.data.tags["torch.num_threads"] == "1"
     assert "test/acc" in run.data.metrics
     assert not [t for t in threading.enumerate() if t.name.startswith("seqbench-split")]
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists() or platform.libc_ver()[0] != "glibc",
+    reason="resident-set check needs Linux /proc and glibc",
+)
+def test_release_freed_memory_returns_the_heap_to_the_os():
+    """What each run does at its end, so a multirun's process does not keep every job's heap."""
+
+    def rss_mb() -> int:
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line.split()[1] for line in status if line.startswith("VmRSS"))) // 1024
+
+    blocks = [bytearray(1000) for _ in range(200_000)]  # ~200 MB of small heap allocations
+    pinned = blocks[::1000]  # a few survivors, so the heap cannot simply shrink from its top
+    del blocks
+    gc.collect()
+    before = rss_mb()
+    hardware.release_freed_memory()
+    assert rss_mb() < before - 100
+    assert len(pinned) == 200

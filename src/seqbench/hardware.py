@@ -29,3 +29,24 @@ def cpu_precision() -> str:
     the same 3-seed accuracy (docs/benchmarks.md); elsewhere bf16 would only be slower.
     """
     return "bf16-mixed" if cpu_flags() & set(NATIVE_BF16_FLAGS) else "32-true"
+
+
+def release_freed_memory() -> None:
+    """Hand memory the allocator keeps after a run back to the OS (glibc ``malloc_trim``).
+
+    Why: the jobs of a multirun share one process, and glibc keeps each run's freed heap (in the
+    arenas of the batch-slice threads too) for reuse; measured over five different models,
+    the resident set after each job fell from 1.6 GB to 0.9 GB with this call. A no-op on other
+    C libraries.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)

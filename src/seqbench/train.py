@@ -7,6 +7,7 @@ seqbench-train -m model=lstm,bilstm seed=1,2,3
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqbench import tracking
 from seqbench.callbacks import EpochTimer
+from seqbench.hardware import release_freed_memory
 from seqbench.parallel import BatchSplitter
 from seqbench.paths import config_dir, project_root, register_resolvers
 from seqbench.task import ClassificationTask
@@ -179,6 +181,9 @@ def train(cfg: DictConfig) -> TrainResult:
         if client is not None:
             tracking.finish(client, run_id, exc)
         raise
+    finally:
+        gc.collect()
+        release_freed_memory()
     if client is not None:
         tracking.finish(client, run_id)
     return TrainResult(run_id, metrics)
