@@ -105,8 +105,12 @@ def _plan(tmp_path, *overrides: str):
 
 
 def test_cpu_plan_splits_batches_only_for_one_cpu_process(tmp_path):
-    assert _plan(tmp_path).batch_split == 4 and _plan(tmp_path).threads_per_split == 1
-    assert _plan(tmp_path, "batch_split=2").threads_per_split == 2
+    assert _plan(tmp_path).batch_split == 2 and _plan(tmp_path).threads_per_split == 2
+    wide = _plan(tmp_path, "data.batch_size=256")  # slices of at least 32 examples
+    assert wide.batch_split == 4 and wide.threads_per_split == 1
+    assert _plan(tmp_path, "data.batch_size=40").batch_split == 1
+    assert _plan(tmp_path, "num_threads=2").batch_split == 2
+    assert _plan(tmp_path, "batch_split=4").threads_per_split == 1
     assert _plan(tmp_path, "batch_split=16").batch_split == 4  # never more slices than threads
     assert _plan(tmp_path, "batch_split=1").batch_split == 1
     assert _plan(tmp_path, "trainer=gpu").batch_split == 1

@@ -1,5 +1,5 @@
 """Data parallelism inside one CPU process: each training batch is cut into slices whose forward
-and backward passes run at the same time in worker threads, one core (one intra-op thread) each.
+and backward passes run at the same time in worker threads, each on its share of the cores.
 
 Why: a batch-64 LSTM step is a chain of small matrix products that oneDNN spreads poorly over
 intra-op threads (in bf16 a second thread gains almost nothing), while two independent slices,
