@@ -12,6 +12,7 @@ one output, as without splitting. Torch ops release the GIL, so Python threads s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -76,14 +77,10 @@ class BatchSplitter:
 
     def _forward_only(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         inference = torch.is_inference_mode_enabled()
-        autocast, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+        autocast = _callers_autocast()
 
         def run(slice_inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            with (
-                torch.inference_mode(inference),
-                torch.no_grad(),
-                torch.autocast("cpu", dtype=dtype, enabled=autocast),
-            ):
+            with torch.inference_mode(inference), torch.no_grad(), autocast():
                 return module(*slice_inputs)
 
         return torch.cat(self.map(run, _slices(inputs, self.splits)))
@@ -91,6 +88,12 @@ class BatchSplitter:
 
 def _slices(inputs: tuple[torch.Tensor, ...], n: int) -> list[tuple[torch.Tensor, ...]]:
     return list(zip(*(t.tensor_split(n) for t in inputs), strict=True))
+
+
+def _callers_autocast() -> Callable[[], torch.autocast]:
+    """The calling thread's CPU autocast state, to re-enter in a worker (it is per-thread)."""
+    enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    return lambda: torch.autocast("cpu", dtype=dtype, enabled=enabled)
 
 
 class _SplitBatch(torch.autograd.Function):
@@ -101,16 +104,11 @@ class _SplitBatch(torch.autograd.Function):
     def forward(ctx, splitter: BatchSplitter, module: nn.Module, inputs, *params):
         slices = _slices(inputs, splitter.splits)
         seeds = torch.randint(_SEED_HIGH, (len(slices),)).tolist()  # from the global generator
-        autocast = torch.is_autocast_enabled("cpu")
-        dtype = torch.get_autocast_dtype("cpu")
+        autocast = _callers_autocast()
 
         def run(slice_inputs: tuple[torch.Tensor, ...], seed: int) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
-            with (
-                torch.enable_grad(),
-                torch.autocast("cpu", dtype=dtype, enabled=autocast),
-                use_generator(generator),
-            ):
+            with torch.enable_grad(), autocast(), use_generator(generator):
                 return module(*slice_inputs)
 
         outputs = splitter.map(run, slices, seeds)
@@ -128,10 +126,7 @@ class _SplitBatch(torch.autograd.Function):
         per_slice = ctx.splitter.map(run, outputs, grads)
         ctx.outputs = None  # free the slices' graphs
         totals = []
-        for slice_grads in zip(*per_slice, strict=True):
+        for slice_grads in zip(*per_slice, strict=True):  # summed in slice order: deterministic
             present = [g for g in slice_grads if g is not None]
-            total = None
-            for g in present:  # fixed order: deterministic sums
-                total = g if total is None else total + g
-            totals.append(total)
+            totals.append(functools.reduce(torch.add, present) if present else None)
         return (None, None, None, *totals)
