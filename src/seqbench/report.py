@@ -46,6 +46,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
+from seqbench.heartbeat import DEFAULT_STALE_AFTER, liveness
 from seqbench.paths import config_dir, project_root
 
 REPORT_KIND_TAG = "seqbench.kind"
@@ -272,12 +273,14 @@ def build_table(
     group_by: str | Sequence[str] | None = None,
     *,
     latest_sweep: bool = False,
+    stale_after: float = DEFAULT_STALE_AFTER,
 ) -> Report:
     """Select an experiment's training runs and aggregate them per group (``model`` tag by default).
 
     ``sweep_id`` restricts to one multirun (``tags.sweep_id``); ``latest_sweep`` picks the newest
     sweep instead; ``filter_string`` is any MLflow search filter, ANDed with the sweep clause.
-    Summary runs made by this tool are skipped. Raises ``ReportError`` when the experiment is
+    Summary runs made by this tool are skipped; a RUNNING run whose process is gone, or whose
+    heartbeat is older than ``stale_after`` seconds, is listed as stale. Raises ``ReportError`` when the experiment is
     unknown or no selected run finished with a ``test/acc``."""
     client = open_client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
     keys = _parse_group_by(group_by)
@@ -298,6 +301,13 @@ def build_table(
         name = info.run_name or run.data.tags.get("mlflow.runName") or info.run_id
         if info.status != RunStatus.to_string(RunStatus.FINISHED):
             reason = _NOT_FINISHED.get(info.status, "not finished")
+            if info.status == "RUNNING":
+                alive = liveness(run, stale_after)
+                reason = (
+                    f"still running ({alive.reason})"
+                    if alive.alive
+                    else f"stale: {alive.reason}; relaunch the same command to resume it"
+                )
             excluded.append(Excluded(info.run_id, name, info.status, reason))
             continue
         if "test/acc" not in metrics:
@@ -751,6 +761,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-summary-run", action="store_true", help="do not log the report as an MLflow run"
     )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_AFTER,
+        metavar="SECONDS",
+        help="a RUNNING run on another host without a heartbeat for this long is listed as stale "
+        f"(default {DEFAULT_STALE_AFTER:.0f}; on this host a run is stale once its process is gone)",
+    )
     return parser.parse_args(argv)
 
 
@@ -771,6 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             filter_string=args.filter_string,
             group_by=args.group_by,
             latest_sweep=args.latest_sweep,
+            stale_after=args.stale_after,
         )
         out = args.out or default_out_dir(report.experiment, report.sweep_id)
         files = write_outputs(report, out, reference)

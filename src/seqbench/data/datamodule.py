@@ -87,6 +87,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.corpus: EncodedCorpus | None = None
         self.sampler_seed = 0  # set from the run's seed by the training entry point
         self.splits: dict[str, EncodedSplit] = {}
+        self._resume_train_at: tuple[int, int] | None = None
 
     def load_corpus(self) -> EncodedCorpus:
         raise NotImplementedError
@@ -149,7 +150,24 @@ class SequenceDataModule(L.LightningDataModule):
                 num_replicas=replicas,
                 rank=rank,
             )
+        if self._resume_train_at is not None:
+            sampler.resume_at(*self._resume_train_at)
+            self._resume_train_at = None
         return self._loader(split, sampler)
+
+    # A checkpoint records where the training epoch stood, so that a mid-epoch checkpoint (saved
+    # on a signal) resumes with the batches the epoch had not trained yet (BucketBatchSampler is
+    # deterministic per seed and epoch). Lightning warns that plain loaders cannot do this.
+    def state_dict(self) -> dict[str, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(progress.processed)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if "epoch" in state:
+            self._resume_train_at = (int(state["epoch"]), int(state["batches_done"]))
 
     def _eval_loader(self, name: str) -> DataLoader:
         split = self.splits[name]
@@ -165,6 +183,9 @@ class SequenceDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def _loader(self, split: EncodedSplit, batch_sampler: torch.utils.data.Sampler) -> DataLoader:
+        # Its own generator: creating an iterator draws a worker base seed, and from torch's
+        # global generator that draw would shift the dropout stream of a resumed run (a resume
+        # creates the iterator at another point of the stream than an uninterrupted run).
         return DataLoader(
             SplitDataset(split),
             batch_sampler=batch_sampler,
@@ -172,6 +193,7 @@ class SequenceDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.sampler_seed),
         )
 
 
