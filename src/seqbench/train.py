@@ -23,9 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import tracking
+from seqbench import lineage, plots, tracking
 from seqbench.callbacks import EpochTimer
 from seqbench.hardware import release_freed_memory
 from seqbench.parallel import BatchSplitter
@@ -155,6 +155,7 @@ def train(cfg: DictConfig) -> TrainResult:
     _RUNS_IN_PROCESS += 1
     L.seed_everything(cfg.seed, workers=True)
     plan = configure_cpu(cfg)
+    datamodule = setup_datamodule(cfg)  # bad data fails here, before any MLflow run exists
     rank_zero = rank_zero_only.rank == 0
     client = run_id = None
     if rank_zero:
@@ -183,7 +184,7 @@ def train(cfg: DictConfig) -> TrainResult:
             cfg.logger.tracking_uri,
         )
     try:
-        metrics = _fit_and_test(cfg, client, run_id, run_origin, plan)
+        metrics = _fit_and_test(cfg, datamodule, client, run_id, run_origin, plan)
     except BaseException as exc:
         if client is not None:
             tracking.finish(client, run_id, exc)
@@ -196,22 +197,36 @@ def train(cfg: DictConfig) -> TrainResult:
     return TrainResult(run_id, metrics)
 
 
+def setup_datamodule(cfg: DictConfig):
+    """The data, read, checked and encoded; ``data.num_classes: null`` becomes the number of
+    classes found, which the model's ``num_classes: ${data.num_classes}`` then follows."""
+    datamodule = instantiate(cfg.data)
+    datamodule.sampler_seed = cfg.seed
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if cfg.data.get("num_classes") is None:
+        with open_dict(cfg):
+            cfg.data.num_classes = datamodule.num_classes
+    return datamodule
+
+
 def _fit_and_test(
-    cfg: DictConfig, client, run_id: str | None, run_origin: float | None, plan: CpuPlan
+    cfg: DictConfig,
+    datamodule,
+    client,
+    run_id: str | None,
+    run_origin: float | None,
+    plan: CpuPlan,
 ) -> dict[str, float]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if client is not None:
         tracking.log_params(client, run_id, resolved)
         client.log_text(run_id, OmegaConf.to_yaml(resolved), "config/config.yaml")
 
-    datamodule = instantiate(cfg.data)
-    datamodule.sampler_seed = cfg.seed
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
     task = build_task(cfg, plan.batch_split)
     if client is not None:
         client.set_tag(run_id, "data.fingerprint", datamodule.fingerprint)
+        lineage.log_data(client, run_id, datamodule)
         client.log_metric(run_id, "model/trainable_params", task.trainable_parameters)
     log.info(
         "model %s: %s trainable parameters; %d CPU thread(s) x %d batch slice(s)",
@@ -261,6 +276,10 @@ def _run_trainer(
             task, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
         )
         metrics |= {k: float(v) for k, v in results[0].items()}
+        if client is not None:
+            plots.log_confusion_matrix(
+                client, run_id, task.confusion_matrix, datamodule.label_names
+            )
 
     if client is not None:
         client.log_metric(run_id, "perf/fit_seconds", fit_seconds)
