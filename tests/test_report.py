@@ -61,11 +61,11 @@ def store(tmp_path_factory):
                 "+logger.tags.sweep_id=test1",
             ],
         )
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(Exception, match="Invalid learning rate"):  # fails after the run starts
         _train(
             root,
             9,
-            ["data=imdb", f"data.archive={root}/nonexistent.tar.gz", "+logger.tags.sweep_id=test1"],
+            [*SMALL_SYNTHETIC, "model.optimizer.lr=-1", "+logger.tags.sweep_id=test1"],
         )
     return uri
 

@@ -128,11 +128,21 @@ def test_seed_zero_is_reproducible(tmp_path):
 
 
 def test_failure_marks_the_run_failed(tmp_path):
+    cfg = make_config(tmp_path, [*SMALL_SYNTHETIC, "model.optimizer.lr=-1"])
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        train(cfg)
+    client = _client(cfg)
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_bad_data_fails_before_any_run_is_created(tmp_path):
+    """The data is read and checked before the MLflow run exists: bad input leaves no run."""
     cfg = make_config(tmp_path, [f"data.archive={tmp_path}/missing.tar.gz"])
     with pytest.raises(ArchiveError, match="does not exist"):
         train(cfg)
-    runs = _client(cfg).search_runs([_client(cfg).get_experiment_by_name("imdb").experiment_id])
-    assert [r.info.status for r in runs] == ["FAILED"]
+    client = _client(cfg)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 @pytest.mark.realdata
