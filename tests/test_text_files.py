@@ -164,7 +164,7 @@ def test_vectorised_encoder_matches_encode_corpus():
     raw = RawCorpus(train_texts, y_train, test_texts, y_test, ["a", "b", "c"])
     for tokenizer in ("word", "char"):
         for truncating in ("pre", "post"):
-            for vocab_size in (6, 1000):
+            for vocab_size, chunk in ((6, 50_000), (1000, 50_000), (1000, 7)):
                 ref = encode_corpus(raw, vocab_size, 12, truncating, tokenizer)
                 vocab, train_split, other = encode_texts(
                     train_texts,
@@ -174,6 +174,7 @@ def test_vectorised_encoder_matches_encode_corpus():
                     12,
                     truncating,
                     tokenizer,
+                    chunk=chunk,  # 7: many chunks, merged in order of first appearance
                 )
                 assert vocab.words == ref.vocab.words
                 for mine, theirs in ((train_split, ref.train), (other["test"], ref.test)):

@@ -57,3 +57,21 @@ def write(frame: pd.DataFrame, path: Path, header: bool = True) -> Path:
         raise ValueError(ext)
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/text_data.py OUT.csv --rows 600 --classes 5``: the README's example file."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write a small generated labelled text file")
+    parser.add_argument("out", type=Path, help=".csv, .tsv, .jsonl, .parquet (optionally .gz)")
+    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--classes", type=int, default=5, choices=range(2, len(CUES) + 1))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    write(make_frame(args.rows, args.classes, args.seed), args.out)
+    print(f"wrote {args.rows} rows, {args.classes} classes to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -343,22 +343,36 @@ def _normalise(texts: Sequence[str]) -> str:
     return _BREAK.sub(" ", _SEP.join(texts) + _SEP).lower()
 
 
-def _token_codes(texts: Sequence[str], tokenizer: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _token_codes(
+    texts: Sequence[str], tokenizer: str, chunk: int = 50_000
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(codes, uniques, separator code): the token stream (documents each ending in the
-    separator) factorised in first-appearance order."""
-    joined = _normalise(texts)
-    if tokenizer == "word":
-        stream: np.ndarray = np.asarray(_WORD_OR_SEP.findall(joined), dtype=object)
-    else:
-        stream = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    del joined
-    codes, found = pd.factorize(stream)
-    uniques = np.asarray(found, dtype=object)
-    if tokenizer == "char":
-        uniques = np.asarray([chr(c) for c in uniques], dtype=object)
-    # (not ``uniques == _SEP``: numpy turns "\x00" into "" when it makes it an array scalar)
-    sep_code = next((i for i, u in enumerate(uniques) if u == _SEP), -1)  # found early
-    return np.asarray(codes, dtype=np.int64), uniques, sep_code
+    separator) as int32 codes into ``uniques``, numbered in order of first appearance.
+
+    Works through ``chunk`` documents at a time (one regex pass and one pandas factorisation
+    each), so only one chunk's tokens exist as Python strings at once: this bounds the peak
+    memory of a million-row file (docs/benchmarks.md)."""
+    index: dict[str, int] = {}  # token -> code, in order of first appearance
+    parts = []
+    for first in range(0, len(texts), chunk):
+        joined = _normalise(texts[first : first + chunk])
+        if tokenizer == "word":
+            stream: np.ndarray = np.asarray(_WORD_OR_SEP.findall(joined), dtype=object)
+        else:
+            stream = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+        del joined
+        local, found = pd.factorize(stream)
+        del stream
+        tokens = (chr(c) for c in found) if tokenizer == "char" else iter(found)
+        # (never ``found == _SEP``: numpy turns "\x00" into "" when it makes an array scalar)
+        to_global = np.fromiter(
+            (index.setdefault(t, len(index)) for t in tokens), dtype=np.int32, count=len(found)
+        )
+        parts.append(to_global[local])
+    codes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    uniques = np.empty(len(index), dtype=object)
+    uniques[:] = list(index)
+    return codes, uniques, index.get(_SEP, -1)
 
 
 def _split_from_stream(
@@ -386,6 +400,7 @@ def encode_texts(
     max_len: int,
     truncating: str = "pre",
     tokenizer: str = "word",
+    chunk: int = 50_000,
 ) -> tuple[Vocabulary, EncodedSplit, dict[str, EncodedSplit]]:
     """Vocabulary from ``train_texts`` only, then every split indexed and truncated; identical to
     ``encode_corpus`` (Keras IMDB index semantics), an order of magnitude faster on big files."""
@@ -398,7 +413,7 @@ def encode_texts(
     for texts in (train_texts, *(t for t, _ in others.values())):
         if any(_SEP in t for t in texts):  # the separator must not occur inside a text
             raise DataFileError("texts contain NUL characters (\\x00); remove them")
-    codes, uniques, sep_code = _token_codes(train_texts, tokenizer)
+    codes, uniques, sep_code = _token_codes(train_texts, tokenizer, chunk)
     counts = np.bincount(codes, minlength=len(uniques))
     if sep_code >= 0:
         counts[sep_code] = 0
@@ -415,7 +430,7 @@ def encode_texts(
     lookup = vocab.index()
     encoded = {}
     for name, (texts, labels) in others.items():
-        codes, uniques, sep_code = _token_codes(texts, tokenizer)
+        codes, uniques, sep_code = _token_codes(texts, tokenizer, chunk)
         unique_ids = np.fromiter(
             (lookup.get(u, OOV) for u in uniques), dtype=np.int32, count=len(uniques)
         )
