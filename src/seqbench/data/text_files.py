@@ -378,18 +378,32 @@ def _token_codes(
 def _split_from_stream(
     ids: np.ndarray, is_sep: np.ndarray, labels: np.ndarray, max_len: int, truncating: str
 ) -> EncodedSplit:
-    """Documents ``[START, ids...]`` cut to ``max_len`` (``pre`` keeps the end), stored flat."""
+    """Documents ``[START, ids...]`` cut to ``max_len`` (``pre`` keeps the end), stored flat.
+
+    Works in place on int32 and one byte per token (a mask of the cut ranges), never on int64
+    index arrays the size of the corpus: character-level encoding of a million rows is over a
+    hundred million tokens."""
     # "a b SEP c SEP" -> "SEP a b SEP c" with SEP as START: every document starts with START.
-    ids = np.where(is_sep, START, ids)
-    stream = np.concatenate([[START], ids[:-1]]).astype(np.int32)
-    starts = np.flatnonzero(np.concatenate([[True], is_sep[:-1]]))
+    stream = np.empty(len(ids), dtype=np.int32)
+    if len(ids):
+        stream[0] = START
+        stream[1:] = ids[:-1]
+        stream[1:][is_sep[:-1]] = START
+    first = np.concatenate([[True], is_sep[:-1]]) if len(ids) else np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(first)
     lengths = np.diff(np.append(starts, len(stream)))
     keep = np.minimum(lengths, max_len)
-    first = starts + (lengths - keep) if truncating == "pre" else starts
     offsets = np.zeros(len(keep) + 1, dtype=np.int64)
     np.cumsum(keep, out=offsets[1:])
-    gather = np.repeat(first - offsets[:-1], keep) + np.arange(offsets[-1], dtype=np.int64)
-    return EncodedSplit(stream[gather], offsets, np.asarray(labels, dtype=np.int64))
+    cut = np.flatnonzero(keep < lengths)
+    if len(cut):  # drop the beginning (pre) or the end (post) of each long document
+        begin = starts[cut] if truncating == "pre" else starts[cut] + keep[cut]
+        end = begin + (lengths[cut] - keep[cut])
+        delta = np.zeros(len(stream) + 1, dtype=np.int8)
+        delta[begin] = 1
+        delta[end] -= 1
+        stream = stream[np.cumsum(delta[:-1], dtype=np.int8) == 0]
+    return EncodedSplit(stream, offsets, np.asarray(labels, dtype=np.int64))
 
 
 def encode_texts(
