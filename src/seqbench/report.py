@@ -559,7 +559,8 @@ def render_markdown(report: Report, reference: Sequence[Reference] = ()) -> str:
     """The printed document: heading, table, how to read it, and every run left out."""
     n_runs = len(report.runs)
     lines = [
-        f"# {report.experiment}: test accuracy by {', '.join(report.group_by)}",
+        f"# {report.experiment}: test accuracy by {', '.join(report.group_by)}"
+        + (f", ranked by {report.metric}" if report.metric != DEFAULT_METRIC else ""),
         "",
         f"{n_runs} finished run{'s' * (n_runs != 1)} of {report.selection} ({report.tracking_uri}).",
         "",
