@@ -241,7 +241,7 @@ def test_bad_input_single_class(tmp_path):
     _fails_cleanly(
         tmp_path,
         [f"data.train={path}"],
-        re.escape(f"{path}: label column has a single class ['spam']"),
+        re.escape(f"{path}: label column 'label' has a single class ['spam']"),
     )
 
 
@@ -254,7 +254,7 @@ def test_bad_input_class_in_test_not_in_train(tmp_path):
         tmp_path,
         [f"data.train={train_path}", f"data.test={test_path}"],
         re.escape(
-            f"{test_path}: label column has class(es) ['refunds'] that the training data does "
+            f"{test_path}: label column 'label' has class(es) ['refunds'] that the training data does "
             "not have (row 4); classes in training: ['billing', 'bug']"
         ),
     )

@@ -18,6 +18,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from seqbench.data.corpus import EncodedSplit
+from seqbench.data.datamodule import SequenceDataModule
 
 CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
 MAX_TAG_VALUE = 5000
@@ -31,7 +32,7 @@ def split_digest(split: EncodedSplit) -> str:
     return digest.hexdigest()[:16]
 
 
-def split_source(datamodule, split: str) -> tuple[str, str]:
+def split_source(datamodule: SequenceDataModule, split: str) -> tuple[str, str]:
     """(source type, source) of a split: the user's file, the IMDB archive or URL, or code."""
     files = getattr(datamodule, "files", None)
     if isinstance(files, dict) and files.get("train"):  # text_files
@@ -46,7 +47,7 @@ def split_source(datamodule, split: str) -> tuple[str, str]:
     return "code", f"seqbench:{type(datamodule).__name__}"
 
 
-def dataset_inputs(datamodule) -> list[DatasetInput]:
+def dataset_inputs(datamodule: SequenceDataModule) -> list[DatasetInput]:
     """One MLflow dataset input per split of a set-up ``SequenceDataModule``."""
     inputs = []
     for split, data in datamodule.splits.items():
@@ -65,7 +66,7 @@ def dataset_inputs(datamodule) -> list[DatasetInput]:
     return inputs
 
 
-def log_data(client: MlflowClient, run_id: str, datamodule) -> None:
+def log_data(client: MlflowClient, run_id: str, datamodule: SequenceDataModule) -> None:
     """Dataset inputs, label names (tag ``data.labels`` + ``data/labels.json``) and row counts."""
     client.log_inputs(run_id, datasets=dataset_inputs(datamodule))
     names = datamodule.label_names

@@ -197,7 +197,7 @@ def train(cfg: DictConfig) -> TrainResult:
     return TrainResult(run_id, metrics)
 
 
-def setup_datamodule(cfg: DictConfig):
+def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The data, read, checked and encoded; ``data.num_classes: null`` becomes the number of
     classes found, which the model's ``num_classes: ${data.num_classes}`` then follows."""
     datamodule = instantiate(cfg.data)

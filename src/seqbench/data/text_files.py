@@ -60,6 +60,7 @@ class LabelledTable:
     path: Path
     texts: list[str]
     labels: np.ndarray  # object array of label names (str)
+    label_column: str = "label"
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -282,7 +283,7 @@ def read_labelled(
     if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
         text = text.cast(pa.string())
     texts = text.fill_null("").to_pylist()
-    return LabelledTable(file, texts, labels)
+    return LabelledTable(file, texts, labels, label_name)
 
 
 def _explain(
@@ -321,7 +322,8 @@ def class_ids(table: LabelledTable, classes: list[str], role: str) -> np.ndarray
         missing = sorted(set(table.labels[unknown]))
         rows = ", ".join(f"row {i + 1}" for i in unknown[:_SHOWN])
         raise DataFileError(
-            f"{table.path}: label column has class(es) {missing} that the training data does not "
+            f"{table.path}: label column {table.label_column!r} has class(es) {missing} that the "
+            "training data does not "
             f"have ({rows}); classes in training: {classes}"
         )
     return ids
@@ -555,7 +557,8 @@ class TextFilesDataModule(SequenceDataModule):
         classes = class_order(train.labels)
         if len(classes) < 2:
             raise DataFileError(
-                f"{train.path}: label column has a single class {classes}; classification needs "
+                f"{train.path}: label column {train.label_column!r} has a single class {classes}; "
+                "classification needs "
                 "at least 2"
             )
         ids = {role: class_ids(t, classes, role) for role, t in tables.items()}
