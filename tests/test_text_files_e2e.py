@@ -28,7 +28,12 @@ CASES = {
         "pairs.csv",
         2,
         False,
-        ["data.header=false", "data.text_column=0", "data.label_column=1"],
+        [
+            "data.header=false",
+            "data.text_column=0",
+            "data.label_column=1",
+            "data.class_weights=balanced",
+        ],
     ),
     "tsv-5-balanced": ("desk.tsv", 5, True, ["data.class_weights=balanced"]),
     "jsonl-2-char": ("chat.jsonl", 2, True, ["data.tokenizer=char"]),
