@@ -313,7 +313,7 @@ def class_order(names: Sequence[str] | np.ndarray) -> list[str]:
     return unique
 
 
-def class_ids(table: LabelledTable, classes: list[str], role: str) -> np.ndarray:
+def class_ids(table: LabelledTable, classes: list[str]) -> np.ndarray:
     """Labels of ``table`` as ids into ``classes``; a label the training data lacks is an error."""
     index = {name: i for i, name in enumerate(classes)}
     ids = np.fromiter((index.get(n, -1) for n in table.labels), dtype=np.int64, count=len(table))
@@ -323,8 +323,7 @@ def class_ids(table: LabelledTable, classes: list[str], role: str) -> np.ndarray
         rows = ", ".join(f"row {i + 1}" for i in unknown[:_SHOWN])
         raise DataFileError(
             f"{table.path}: label column {table.label_column!r} has class(es) {missing} that the "
-            "training data does not "
-            f"have ({rows}); classes in training: {classes}"
+            f"training data does not have ({rows}); classes in training: {classes}"
         )
     return ids
 
@@ -460,10 +459,6 @@ def encode_texts(
 # The DataModule
 
 
-def _seeded(split_seed: int) -> np.random.Generator:
-    return np.random.default_rng(split_seed)
-
-
 class TextFilesDataModule(SequenceDataModule):
     """Any labelled text file(s): ``train`` (required), ``test`` and ``val`` (optional).
 
@@ -520,7 +515,7 @@ class TextFilesDataModule(SequenceDataModule):
         return {
             "source": "text_files",
             "files": shas,
-            **{k: v for k, v in self.read_args.items()},
+            **self.read_args,
             "test_fraction": None if self.files["test"] else self.test_fraction,
             "vocab_size": self.vocab_size,
             "max_len": self.max_len,
@@ -538,18 +533,14 @@ class TextFilesDataModule(SequenceDataModule):
         settings = self._settings(shas)
         fingerprint = hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
         encoded_dir = self.cache_dir / "encoded"
-        if (encoded_dir / f"corpus-{cache_key(settings)}.npz").is_file():
-            corpus = cached_corpus(encoded_dir, settings, self._unreachable)
+        if (encoded_dir / f"corpus-{cache_key(settings)}.npz").is_file():  # hit: no reading
+            corpus = cached_corpus(encoded_dir, settings, lambda: self._encode(self._read(paths)))
         else:
             # read and check every file *before* the cache (or its folder) is touched
             raw = self._read(paths)
             corpus = cached_corpus(encoded_dir, settings, lambda: self._encode(raw))
         corpus.meta["fingerprint"] = fingerprint
         return corpus
-
-    @staticmethod
-    def _unreachable() -> EncodedCorpus:
-        raise RuntimeError("the cache file vanished between the check and the load; run again")
 
     def _read(self, paths: dict[str, Path]) -> dict:
         tables = {role: read_labelled(path, role, **self.read_args) for role, path in paths.items()}
@@ -561,8 +552,8 @@ class TextFilesDataModule(SequenceDataModule):
                 "classification needs "
                 "at least 2"
             )
-        ids = {role: class_ids(t, classes, role) for role, t in tables.items()}
-        rng = _seeded(self.split_seed)
+        ids = {role: class_ids(t, classes) for role, t in tables.items()}
+        rng = np.random.default_rng(self.split_seed)
         rows = {"train": np.arange(len(train))}
         if "test" not in tables:
             held, rest = stratified_split(ids["train"], self.test_fraction, rng)
