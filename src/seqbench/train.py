@@ -26,9 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import resume, tracking
+from seqbench import lineage, plots, resume, tracking
 from seqbench.callbacks import (
     EpochTimer,
     HeartbeatEachEpoch,
@@ -201,13 +201,16 @@ def train(cfg: DictConfig) -> TrainResult:
     guard = SignalGuard()
     guard.install()
     try:
-        planned = _plan_run(cfg) if rank_zero_only.rank == 0 else None
-        if isinstance(planned, TrainResult):
-            return planned  # finished earlier: skipped
         L.seed_everything(cfg.seed, workers=True)
         plan = configure_cpu(cfg)
-        datamodule = _prepare_data(cfg)
-        tracked = _start_run(cfg, planned, datamodule, plan) if planned is not None else None
+        store = _open_store(cfg) if rank_zero_only.rank == 0 else None
+        datamodule = setup_datamodule(cfg)  # bad data fails here, before any MLflow run exists
+        tracked = None
+        if store is not None:
+            planned = _plan_run(cfg, *store)
+            if isinstance(planned, TrainResult):
+                return planned  # finished earlier: skipped
+            tracked = _start_run(cfg, planned, datamodule, plan)
         try:
             with _heartbeat(cfg, tracked) as beat:
                 metrics = _fit_and_test(cfg, datamodule, tracked, run_origin, plan, guard, beat)
@@ -235,13 +238,29 @@ class PlannedRun:
     decision: resume.ResumePlan
 
 
-def _plan_run(cfg: DictConfig) -> PlannedRun | TrainResult:
-    """Reach the store and decide (``seqbench.resume``); a finished job returns its result."""
+def _open_store(cfg: DictConfig) -> tuple[Any, str]:
+    """The tracking client and experiment id, after checking that a server answers."""
     uri = cfg.logger.tracking_uri
     tracking.check_reachable(uri)
-    client, experiment_id = tracking.open_store(
-        uri, cfg.logger.experiment_name, cfg.logger.get("artifact_location")
-    )
+    return tracking.open_store(uri, cfg.logger.experiment_name, cfg.logger.get("artifact_location"))
+
+
+def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The data, read, checked and encoded; ``data.num_classes: null`` becomes the number of
+    classes found, which the model's ``num_classes: ${data.num_classes}`` then follows."""
+    datamodule = instantiate(cfg.data)
+    datamodule.sampler_seed = cfg.seed
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if cfg.data.get("num_classes") is None:
+        with open_dict(cfg):
+            cfg.data.num_classes = datamodule.num_classes
+    return datamodule
+
+
+def _plan_run(cfg: DictConfig, client: Any, experiment_id: str) -> PlannedRun | TrainResult:
+    """Decide (``seqbench.resume``) on the config as the data completed it; a finished job
+    returns its result."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     key = job_key(resolved)
     heartbeat_cfg = cfg.get("heartbeat") or {}
@@ -269,15 +288,6 @@ def _plan_run(cfg: DictConfig) -> PlannedRun | TrainResult:
         _fmt(metrics.get("val/acc_best")),
     )
     return TrainResult(run.info.run_id, metrics, skipped=True)
-
-
-def _prepare_data(cfg: DictConfig):
-    """The DataModule, downloaded, extracted, encoded and split (before any run is created)."""
-    datamodule = instantiate(cfg.data)
-    datamodule.sampler_seed = cfg.seed
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
 
 
 def _start_run(cfg: DictConfig, planned: PlannedRun, datamodule, plan: CpuPlan) -> TrackedRun:
@@ -395,6 +405,7 @@ def _fit_and_test(
     task = build_task(cfg, plan.batch_split)
     client, run_id = (tracked.client, tracked.run_id) if tracked else (None, None)
     if tracked is not None and not tracked.resumed:
+        lineage.log_data(client, run_id, datamodule)
         client.log_metric(run_id, "model/trainable_params", task.trainable_parameters)
     log.info(
         "model %s: %s trainable parameters; %d CPU thread(s) x %d batch slice(s)",
@@ -484,6 +495,10 @@ def _run_trainer(
             task, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
         )
         metrics |= {k: float(v) for k, v in results[0].items()}
+        if client is not None:
+            plots.log_confusion_matrix(
+                client, run_id, task.confusion_matrix, datamodule.label_names
+            )
 
     if client is not None:
         client.log_metric(run_id, "perf/fit_seconds", fit_seconds)
