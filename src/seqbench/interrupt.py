@@ -104,12 +104,22 @@ class StopOnSignal(L.Callback):
         self.guard.armed = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self.guard.requested is None:
+        requested = self.guard.requested
+        if trainer.world_size > 1:
+            # DDP: ranks see a signal at different batches (or only one rank gets it), and
+            # saving a checkpoint is a collective: all ranks must stop at the same batch.
+            stop = trainer.strategy.reduce_boolean_decision(requested is not None, all=False)
+        else:
+            stop = requested is not None
+        if not stop:
             return
         path = self.checkpoint_dir / "last.ckpt"
-        trainer.save_checkpoint(path)
-        self.on_saved(path)
+        trainer.save_checkpoint(path)  # rank 0 writes; a barrier on every rank
+        if trainer.is_global_zero:
+            self.on_saved(path)
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("seqbench.interrupt")  # children exit after the upload
         raise RunInterrupted(
-            self.guard.requested,
+            requested if requested is not None else int(signal.SIGTERM),
             f"at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}; checkpoint {path}",
         )

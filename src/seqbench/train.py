@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import lineage, plots, resume, tracking
+from seqbench import ddp, lineage, plots, resume, tracking
 from seqbench.callbacks import (
     EpochTimer,
     HeartbeatEachEpoch,
@@ -453,8 +453,11 @@ def _fit_and_test(
         os.environ[_RESUME_CKPT_ENV] = ckpt_path or ""
     else:
         ckpt_path = os.environ.get(_RESUME_CKPT_ENV) or cfg.get("ckpt_path")
+        if ckpt_path:
+            log.info("rank %d continues from %s (rank 0 decided)", rank_zero_only.rank, ckpt_path)
     try:
-        return _run_trainer(cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard)
+        with ddp.one_job_per_child(trainer):  # DDP children run this multirun job only
+            return _run_trainer(cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard)
     finally:
         if task.batch_splitter is not None:  # stop its threads: a multirun builds many tasks
             task.batch_splitter.close()
