@@ -40,7 +40,7 @@ from seqbench.callbacks import (
 from seqbench.data.archive import ArchiveError
 from seqbench.hardware import release_freed_memory
 from seqbench.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, identity_tags
-from seqbench.interrupt import RunInterrupted, SignalGuard, StopOnSignal
+from seqbench.interrupt import RunInterrupted, SignalGuard, StopOnSignal, hand_over
 from seqbench.jobs import JOB_KEY_TAG, job_key, result_params
 from seqbench.parallel import BatchSplitter
 from seqbench.paths import config_dir, project_root, register_resolvers
@@ -528,6 +528,7 @@ def main(cfg: DictConfig) -> Any:
         sys.exit(2)
     except RunInterrupted as exc:
         log.warning("%s; run the same command again to resume", exc)
+        hand_over(exc.signum)  # under submitit: requeue the job (it resumes this run)
         sys.exit(128 + exc.signum)
     key = cfg.get("optimized_metric")
     return result.metrics.get(key) if key else None
