@@ -8,6 +8,7 @@ them (``hydra.launcher.*`` still overrides each).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -51,3 +52,19 @@ def gpus_per_node(accelerator: Any, devices: Any) -> int | None:
     if str(accelerator).lower() not in GPU_ACCELERATORS:
         return None
     return device_count(devices)
+
+
+def scheduler_tags() -> dict[str, str]:
+    """The SLURM job running this process (``<array job>_<task>`` for a sweep's job array), so
+    a run can be found in ``squeue``/``sacct`` and preempted or cancelled from its MLflow page."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    elif "SLURM_JOB_ID" in env:
+        job = env["SLURM_JOB_ID"]
+    else:
+        return {}
+    tags = {"slurm.job_id": job}
+    if restarts := env.get("SLURM_RESTART_COUNT"):
+        tags["slurm.restart_count"] = restarts
+    return tags

@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import ddp, lineage, plots, resume, tracking
+from seqbench import cluster, ddp, lineage, plots, resume, tracking
 from seqbench.callbacks import (
     EpochTimer,
     HeartbeatEachEpoch,
@@ -296,6 +296,7 @@ def _start_run(cfg: DictConfig, planned: PlannedRun, datamodule, plan: CpuPlan) 
     launch_tags = {
         **_hydra_tags(),
         **identity_tags(),
+        **cluster.scheduler_tags(),
         "torch.num_threads": str(plan.threads_per_split),
         "batch_split": str(plan.batch_split),
         "data.fingerprint": datamodule.fingerprint,
