@@ -23,7 +23,8 @@ SlurmctldPort=$(port)
 SlurmdPort=$(port)
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket
+# cred_expire: also how long a requeued job waits before it starts again (default 120 s)
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=15
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool

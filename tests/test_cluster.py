@@ -126,6 +126,8 @@ def _preempt_first_job_and_finish(root: Path, proc, experiment: str, preempt) ->
     assert preempted.data.tags[RESUME_COUNT_TAG] == "1"
     assert len({m.step for m in metric_points(root, run.info.run_id, "val/acc")}) == 2
     assert "test/acc" in preempted.data.metrics
+    seconds = [m.value for m in metric_points(root, run.info.run_id, "perf/epoch_seconds")]
+    assert len(seconds) == 2 and all(0 < s < 300 for s in seconds), seconds
     (other,) = [r for r in runs if r.data.tags["seed"] == "2"]
     assert other.data.tags[RESUME_COUNT_TAG] == "0"
 
@@ -144,9 +146,9 @@ def test_slurm_local_sweep_a_preempted_job_is_requeued_into_the_same_run(tmp_pat
         os.kill(int(run.data.tags["seqbench.pid"]), signal.SIGUSR1)
 
     _preempt_first_job_and_finish(tmp_path, proc, "local", preempt)
-    assert "Requeued job" in "".join(
-        p.read_text() for p in tmp_path.glob("outputs/multirun/*/.submitit/*/*_log.err")
-    )
+    job_log = next(tmp_path.glob("outputs/multirun/*/0/train.log")).read_text()
+    assert "handing SIGUSR1 over" in job_log and "Requeued job" in job_log
+    assert job_log.index("Requeued job") < job_log.index("resuming MLflow run")
 
 
 # -- a real single-node SLURM ---------------------------------------------------------------
@@ -203,6 +205,8 @@ def test_real_slurm_sweep_a_preempted_job_is_requeued_into_the_same_run(slurm, t
         subprocess.run(["scancel", "--signal=USR1", job], env=env, check=True, timeout=30)
 
     _preempt_first_job_and_finish(tmp_path, proc, "slurm", preempt)
+    job_log = next(tmp_path.glob("outputs/multirun/*/0/train.log")).read_text()
+    assert "Requeued job" in job_log and "resuming MLflow run" in job_log
     runs = experiment_runs(tmp_path, "slurm")
     assert all("_" in r.data.tags["slurm.job_id"] for r in runs)  # tasks of one job array
     script = next(tmp_path.glob("outputs/multirun/*/.submitit/*/*_submission.sh")).read_text()
