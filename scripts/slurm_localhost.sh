@@ -59,6 +59,14 @@ CONF
   done
   echo "SLURM did not come up; logs in $dir/log" >&2; sinfo -R >&2 || true; exit 1 ;;
 stop)
+  # End the jobs first, while slurmd can still tear their steps down (else slurmstepd lingers).
+  if [ -f "$dir/slurm.conf" ]; then
+    export SLURM_CONF="$dir/slurm.conf"
+    scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 30); do
+      [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 1
+    done
+  fi
   for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munge/munged.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done ;;
