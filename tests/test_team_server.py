@@ -4,6 +4,7 @@ server` on it with proxied artifacts (scripts/team_server.sh), a parallel sweep 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -186,3 +187,32 @@ def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server
     (row,) = [line for line in table.splitlines() if line.startswith("| lstm")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:2] == ["lstm", "3"], table  # all three runs, read over HTTP
+
+
+@pytest.mark.slow
+def test_short_load_loses_no_point_and_leaves_the_server_healthy(team_server, tmp_path):
+    """benchmarks/tracking_load.py, short: 4 processes x 5 s logging at full speed (the
+    8 x 60 s figures are in docs/benchmarks.md)."""
+    base, _ = team_server
+    out = tmp_path / "load.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "tracking_load.py"),
+            "--tracking-uri",
+            base,
+            "--processes",
+            "4",
+            "--seconds",
+            "5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["points_logged"] > 0 and result["lost"] == 0 and result["healthy_after"]
+    assert result["processes"] == 4
