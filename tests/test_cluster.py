@@ -211,3 +211,39 @@ def test_real_slurm_sweep_a_preempted_job_is_requeued_into_the_same_run(slurm, t
     assert all("_" in r.data.tags["slurm.job_id"] for r in runs)  # tasks of one job array
     script = next(tmp_path.glob("outputs/multirun/*/.submitit/*/*_submission.sh")).read_text()
     assert "#SBATCH --signal=USR1@120" in script and "#SBATCH --ntasks-per-node=1" in script
+
+
+@pytest.mark.slow
+def test_real_slurm_ddp_job_with_two_tasks_then_the_relaunch_skips_it(slurm, tmp_path):
+    """trainer=ddp with 2 SLURM tasks (gloo on CPU): Lightning takes the ranks from SLURM, one
+    run, tracked by rank 0, metrics over both ranks' data. Relaunching the sweep skips the
+    finished job on every task (rank 0's decision reaches the task srun started beside it)."""
+    tmp_path.chmod(0o755)
+    env = {**cli_env(tmp_path), "SLURM_CONF": str(slurm)}
+    args = [
+        "hydra/launcher=slurm",
+        "seed=1",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        *TINY,
+        "trainer.max_epochs=1",
+        "logger.experiment_name=slurmddp",
+    ]
+    for _launch in range(2):
+        proc = _start_sweep(args, tmp_path, env)
+        try:
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == 0, (tmp_path / "sweep.log").read_text()[-4000:]
+        (run,) = experiment_runs(tmp_path, "slurmddp")
+        assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
+    script = next(tmp_path.glob("outputs/multirun/*/.submitit/*/*_submission.sh")).read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script
+    logs = [p.read_text() for p in tmp_path.glob("outputs/multirun/*/.submitit/*/*_1_log.*")]
+    assert any("GLOBAL_RANK: 1" in text for text in logs)  # a second SLURM task took part
+    assert "skip lstm-seed1" in "".join(
+        p.read_text() for p in tmp_path.glob("outputs/multirun/*/0/train.log")
+    )

@@ -22,10 +22,12 @@ SLURM/torchrun, whose environment the cluster owns).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 THREADS_ENV = "OMP_NUM_THREADS"  # set by Lightning to cores / processes on first launch
 CHILD_EXIT_TIMEOUT = 120.0  # seconds a job waits for its DDP children to exit
+DECISION_TIMEOUT = 900.0  # seconds SLURM tasks wait for rank 0's resume decision
 
 
 def launched_externally() -> bool:
@@ -115,3 +118,43 @@ def _destroy_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def slurm_ranks() -> bool:
+    """True in one task of a multi-task SLURM job step: Lightning takes its ranks from SLURM
+    (``SLURMEnvironment``), and no rank is a child of rank 0."""
+    return "SLURM_PROCID" in os.environ and _slurm_ntasks() > 1
+
+
+def _decision_file(output_root: str | Path) -> Path:
+    """One file per launch of a SLURM job step, the same path in every task (shared disk)."""
+    env = os.environ
+    launch = ".".join(
+        env.get(k, "0")
+        for k in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_STEP_ID")
+    )
+    return Path(output_root) / ".seqbench-ranks" / f"{launch}.json"
+
+
+def publish_decision(output_root: str | Path, skip: bool, ckpt_path: str | None) -> None:
+    """Rank 0 of a multi-task SLURM job: tell the other tasks whether this job trains and from
+    which checkpoint. They are started by ``srun``, not by rank 0, so they inherit nothing;
+    the process group does not exist yet (and never will when the job is skipped)."""
+    if not slurm_ranks():
+        return
+    path = _decision_file(output_root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"skip": skip, "ckpt_path": ckpt_path}))
+    tmp.replace(path)  # atomic: a reader sees all of it or nothing
+
+
+def await_decision(output_root: str | Path, timeout: float = DECISION_TIMEOUT) -> dict:
+    """Another task of a multi-task SLURM job: rank 0's decision (``publish_decision``)."""
+    path = _decision_file(output_root)
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 wrote no decision to {path} within {timeout:.0f} s")
+        time.sleep(0.5)
+    return json.loads(path.read_text())

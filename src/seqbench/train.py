@@ -209,8 +209,15 @@ def train(cfg: DictConfig) -> TrainResult:
         if store is not None:
             planned = _plan_run(cfg, *store)
             if isinstance(planned, TrainResult):
+                ddp.publish_decision(cfg.paths.output_root, skip=True, ckpt_path=None)
                 return planned  # finished earlier: skipped
             tracked = _start_run(cfg, planned, datamodule, plan)
+            ddp.publish_decision(cfg.paths.output_root, False, tracked.ckpt_path)
+        elif ddp.slurm_ranks():  # SLURM tasks are not rank 0's children: read its decision
+            decision = ddp.await_decision(cfg.paths.output_root)
+            if decision["skip"]:
+                return TrainResult(None, {}, skipped=True)
+            os.environ[_RESUME_CKPT_ENV] = decision["ckpt_path"] or ""
         try:
             with _heartbeat(cfg, tracked) as beat:
                 metrics = _fit_and_test(cfg, datamodule, tracked, run_origin, plan, guard, beat)
