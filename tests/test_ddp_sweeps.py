@@ -87,7 +87,8 @@ def test_interrupted_ddp_job_resumes_into_the_same_run(tmp_path):
     args = [
         *SLOW_SYNTHETIC,
         *DDP_CPU,
-        "data.n_train=3000",
+        "data.n_train=2000",
+        "data.max_len=40",
         "trainer.max_epochs=2",
         "logger.experiment_name=ddpresume",
     ]
