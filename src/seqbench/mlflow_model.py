@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,29 +77,30 @@ def texts_from_input(model_input: Any) -> list[str]:
     raise InputError(f"expected strings, got {type(model_input).__name__}")
 
 
-# MLflow warns at class creation that ``predict`` has no type hints; that is deliberate (below).
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+class SeqbenchTextClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper around ``seqbench.inference.Predictor``; holds no state until loaded."""
 
-    class SeqbenchTextClassifier(mlflow.pyfunc.PythonModel):
-        """pyfunc wrapper around ``seqbench.inference.Predictor``; holds no state until loaded."""
+    predictor: Predictor
 
-        predictor: Predictor
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.predictor = Predictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
 
-        def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.predictor = Predictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
-
-        # model_input is deliberately not annotated: MLflow 3 derives a schema from type hints on
-        # ``predict`` and would then ignore the explicit signature below.
-        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-            """Label and class probabilities per input string (see ``texts_from_input``)."""
-            try:
-                texts = texts_from_input(model_input)
-            except InputError as exc:
-                raise MlflowException.invalid_parameter_value(str(exc)) from None
-            batch_size = int((params or {}).get("batch_size", 256))
-            return self.predictor.predict(texts, batch_size=batch_size)
+    # Annotated pd.DataFrame on purpose: MLflow 3 derives a schema and input conversion from
+    # other hints (list[str], ...) and warns when there is none; with this one the explicit
+    # signature below governs, and texts_from_input still accepts lists and arrays.
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Label and class probabilities per input string (see ``texts_from_input``)."""
+        try:
+            texts = texts_from_input(model_input)
+        except InputError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        return self.predictor.predict(texts)
 
 
 def signature(labels: list[str]) -> ModelSignature:
