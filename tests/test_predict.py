@@ -8,6 +8,7 @@ Synthetic corpora have no words: their token ids are written as numbers, ``"5 3 
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -23,8 +24,9 @@ from mlflow import MlflowClient
 
 from helpers import make_config
 from seqbench import predict
-from seqbench.inference import Predictor
+from seqbench.inference import Predictor, Preprocessing
 from seqbench.mlflow_model import MODEL_NAME
+from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
 from seqbench.train import train
 
 TINY = [
@@ -199,7 +201,7 @@ def test_a_text_scores_the_same_alone_and_beside_a_much_longer_one(runs, padding
     np.testing.assert_allclose(together.iloc[[0, 2]].to_numpy(), alone, rtol=0, atol=1e-6)
     if padding == "pre":
         # The check has teeth: padded naively to the longer text's length, the score moves.
-        net = predictor.net
+        net = _in_pre_mode(predictor.net)
         ids = predictor.encode(short[0]).ids
         width = len(predictor.encode(longer).ids)
         padded = torch.zeros((1, width), dtype=torch.long)
@@ -207,6 +209,43 @@ def test_a_text_scores_the_same_alone_and_beside_a_much_longer_one(runs, padding
         with torch.no_grad():
             naive = torch.sigmoid(net(padded, torch.tensor([len(ids)]))).item()
         assert abs(naive - alone[0]) > 1e-6
+
+
+def _in_pre_mode(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the network that reads pads first, as it was trained (the predictor switches
+    bucketed pre-padded networks to post mode, see Predictor._scoring_padding)."""
+    net = copy.deepcopy(net)
+    for module in net.modules():
+        if isinstance(module, (LSTMEncoder, ConvLSTMEncoder)):
+            module.padding = "pre"
+    return net
+
+
+@pytest.mark.parametrize("arch", ["lstm", "bilstm", "cnn_lstm", "stacked_lstm"])
+def test_pre_padded_networks_score_in_post_mode_exactly_as_on_the_unpadded_text(arch, tmp_path):
+    """The equivalence the predictor relies on, for every encoder kind (untrained networks:
+    the identity holds for any weights)."""
+    cfg = make_config(tmp_path, [*TINY, f"model={arch}", "data.padding=pre"])
+    torch.manual_seed(0)
+    net = instantiate(cfg.model.net)
+    prep = Preprocessing(
+        words=[str(i) for i in range(3, 32)],
+        tokenizer="word",
+        max_len=30,
+        truncating="pre",
+        padding="pre",
+        fixed_length=False,
+        labels=["B first", "A first"],
+    )
+    reference = _in_pre_mode(net).eval()
+    predictor = Predictor(net, prep)
+    texts = ["5 3 9", "4 4 3 8 9 10 11", " ".join(["7"] * 40), "6 6 6 6 3"]
+    scored = predictor.predict(texts, batch_size=3)["prob_A first"].to_numpy()
+    with torch.no_grad():
+        for text, got in zip(texts, scored, strict=True):
+            ids = torch.tensor([predictor.encode(text).ids])
+            expected = torch.sigmoid(reference(ids, torch.tensor([ids.size(1)]))).item()
+            assert got == pytest.approx(expected, abs=1e-6)
 
 
 def test_fixed_length_pre_padding_pads_every_text_to_max_len(runs):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from seqbench.data.text import FIRST_WORD_INDEX, SIDES, TOKENIZERS, Vocabulary, tokenize, truncate
+from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
 
 WEIGHTS, NET_CONFIG, PREPROCESSING = "weights.pt", "net.yaml", "preprocessing.json"
 BUNDLE_FORMAT = 1
@@ -119,8 +120,33 @@ class Predictor:
         self.prep = prep
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
+        self.padding = self._scoring_padding(prep)
+        for module in self.net.modules():  # the encoders read their padding side at forward
+            if isinstance(module, (LSTMEncoder, ConvLSTMEncoder)):
+                module.padding = self.padding
         self.vocab = Vocabulary(tuple(prep.words))
         self._lookup = self.vocab.index()
+
+    @staticmethod
+    def _scoring_padding(prep: Preprocessing) -> str:
+        """How texts are padded for scoring, chosen so that no text's score ever depends on the
+        other texts in its batch.
+
+        ``post``: the network reads each text's state at its last real token, and the pads
+        after it are invisible (``seqbench.models.recurrent``); batches of any lengths are fine.
+
+        ``pre``: the pads come first and run through the LSTM, so they would change the score.
+        A model trained with fixed-length batches (``data.bucketing=false``, the seeds) saw
+        every text padded to ``max_len``: it is scored the same way (what Keras does at
+        inference). A model trained on length-bucketed batches (the default) saw almost no
+        padding, so each text is scored with *none*. A ``pre`` network run on an unpadded text
+        computes exactly what the same network in ``post`` mode computes on that text followed
+        by pads (forward LSTM from a zero state over the tokens, state read at the last token;
+        backward LSTM over the tokens reversed; for the CNN, pads zeroed like the conv's own
+        zero padding): so such a model is scored in ``post`` mode, in length-sorted batches,
+        instead of in batches of identical length only (tests check both equalities).
+        """
+        return "pre" if prep.padding == "pre" and prep.fixed_length else "post"
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> Predictor:
@@ -155,40 +181,25 @@ class Predictor:
             len(ids) > self.prep.max_len,
         )
 
+    @property
+    def pads_everything(self) -> bool:
+        """Pad every text to ``max_len`` (a ``pre``-padded model trained on fixed-length batches)."""
+        return self.prep.padding == "pre" and self.prep.fixed_length
+
     def batches(self, lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-        """Index batches such that no text's score depends on the other texts in its batch.
-
-        ``post`` padding: the network reads each text's state at its last real token and the
-        pads after it are invisible (``seqbench.models.recurrent``), so texts are sorted by
-        length and cut into batches (least padding, fastest).
-
-        ``pre`` padding: the pads come first and run through the LSTM, so they change the
-        score. A model trained with fixed-length batches (``data.bucketing=false``, the seeds)
-        always saw every text padded to ``max_len``: we do the same (what Keras does at
-        inference). A model trained on length-bucketed batches (the default) saw almost no
-        padding, so a text is scored without any: batches hold only texts of identical length.
-        Either way a text's padding is a function of the text alone, never of its neighbours.
-        """
+        """Index batches of texts sorted by length (least padding), ``batch_size`` at most."""
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
-        lengths = np.asarray(lengths, dtype=np.int64)
-        order = np.argsort(lengths, kind="stable")
-        if self.prep.padding == "post" or self.prep.fixed_length:
-            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        out = []
-        sorted_lengths = lengths[order]
-        cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
-        for group in np.split(order, cuts):
-            out += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-        return out
+        order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     def _pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        width = self.prep.max_len if self.prep.fixed_length else int(lengths.max())
+        width = self.prep.max_len if self.pads_everything else int(lengths.max())
         tokens = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, seq in enumerate(seqs):
             n = len(seq)
-            if self.prep.padding == "post":
+            if self.padding == "post":
                 tokens[row, :n] = torch.as_tensor(seq)
             else:
                 tokens[row, width - n :] = torch.as_tensor(seq)
