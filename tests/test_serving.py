@@ -12,6 +12,7 @@ the other run. The weights, logged models and everything else are the runs' own.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -228,3 +229,117 @@ def test_readme_curl_line_matches_the_served_format():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "mlflow models serve -m models:/" in readme and "--env-manager local" in readme
     assert '{"inputs": [' in readme and "/invocations" in readme
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def ui_server(registered):
+    """``mlflow server`` over the registered store (the UI a researcher opens with make ui)."""
+    port = _free_port()
+    log_path = registered["root"] / "ui.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            registered["uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _dom(url: str, profile: Path) -> str:
+    """The rendered page in headless Chromium with a fresh profile (a first-time visitor)."""
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=3000,1000",  # wide enough for the runs table's Models column
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done.stdout
+
+
+def test_printed_link_opens_the_training_runs_view_with_the_model_column(
+    registered, ui_server, tmp_path
+):
+    if CHROMIUM is None:
+        if os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required here (SEQBENCH_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip(
+            "chromium not installed (make test installs Debian's chromium when run as root)"
+        )
+    from seqbench.registry import runs_view_url
+
+    client = MlflowClient(registered["uri"])
+    experiment_id = client.get_experiment_by_name("synthetic").experiment_id
+    port = int(ui_server.rsplit(":", 1)[1])
+    link = runs_view_url(registered["uri"], experiment_id, port)
+    dom = _dom(link, tmp_path / "fresh")
+    (tmp_path / "training-view.html").write_text(dom)
+    assert "lstm-seed1" in dom and "lstm-seed2" in dom, dom[:500]
+    assert "Model registry" in dom  # the "Model training" sidebar
+    assert "Observability" not in dom  # an item of the GenAI sidebar only
+    model_ids = {
+        o.model_id
+        for r in registered["runs"].values()
+        for o in client.get_run(r).outputs.model_outputs
+    }
+    linked = {m for m in model_ids if f"#/experiments/{experiment_id}/models/{m}" in dom}
+    assert linked == model_ids  # each run's logged model in the Models column
+
+    # Why the link carries workflowType: the plain URL, in a fresh browser, is GenAI mode.
+    plain = _dom(f"{ui_server}/#/experiments/{experiment_id}/runs", tmp_path / "fresh2")
+    assert "Observability" in plain
