@@ -9,6 +9,7 @@ tokenizer, ``max_len``, truncating and padding sides, label names). No dataset, 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -194,16 +195,21 @@ class Predictor:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     def _pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        """``(tokens[B, W], lengths[B])``: ``W`` the longest sequence, or ``max_len`` when
+        every text is padded to it. Filled with one vectorised assignment: in row-major order
+        the real positions of both padding sides come in the sequences' own order."""
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
         width = self.prep.max_len if self.pads_everything else int(lengths.max())
-        tokens = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            n = len(seq)
-            if self.padding == "post":
-                tokens[row, :n] = torch.as_tensor(seq)
-            else:
-                tokens[row, width - n :] = torch.as_tensor(seq)
-        return tokens, lengths
+        steps = np.arange(width)[None, :]
+        if self.padding == "post":
+            real = steps < lengths[:, None]
+        else:
+            real = steps >= width - lengths[:, None]
+        tokens = np.zeros((len(seqs), width), dtype=np.int64)
+        tokens[real] = np.fromiter(
+            itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum())
+        )
+        return torch.from_numpy(tokens), torch.from_numpy(lengths)
 
     @torch.inference_mode()
     def probabilities(

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
@@ -159,26 +160,26 @@ def log_model(
         params=dict(run.data.params),
         tags={"seqbench.labels": ",".join(prep.labels)},
     )
-    previous = mlflow.get_tracking_uri()
-    # Model.log uploads through the global tracking URI; point it at the run's store meanwhile.
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        with tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp:
-            bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)
-            return Model.log(
-                artifact_path=None,
-                name=MODEL_NAME,
-                flavor=mlflow.pyfunc,
-                run_id=run_id,
-                model_id=logged.model_id,
-                python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-                artifacts={BUNDLE_ARTIFACT: str(bundle)},
-                signature=signature(prep.labels),
-                input_example=pd.DataFrame({TEXT_COLUMN: INPUT_EXAMPLE}),
-                pip_requirements=requirements(),
-            )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # Model.log uploads through the *global* tracking URI: point it at the run's store for the
+    # call and then restore it exactly, unset included (MLflow's own helper; a plain
+    # set_tracking_uri(get_tracking_uri()) would pin the default and shadow MLFLOW_TRACKING_URI).
+    with (
+        _use_tracking_uri(tracking_uri),
+        tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp,
+    ):
+        bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)
+        return Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            signature=signature(prep.labels),
+            input_example=pd.DataFrame({TEXT_COLUMN: INPUT_EXAMPLE}),
+            pip_requirements=requirements(),
+        )
 
 
 def log_run_model(

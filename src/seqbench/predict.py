@@ -129,6 +129,17 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 # Loading the model
 
 
+def default_tracking_uri() -> str:
+    """As ``seqbench-report``: ``$MLFLOW_TRACKING_URI``, else the project's SQLite store (not
+    imported from seqbench.report, whose imports cost a second or two of start-up)."""
+    from seqbench.paths import project_root
+
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root()}/outputs/mlflow/mlflow.db"
+    )
+
+
 def model_uri(model: str) -> str:
     """A local model folder, a ``runs:/``/``models:/`` (any ``scheme:/``) URI, or a run id."""
     if Path(model).is_dir():
@@ -184,16 +195,18 @@ def write(
     per class; ``table``: aligned columns for reading, texts shortened."""
     prob_cols = [f"{PROB_PREFIX}{label}" for label in labels]
     if fmt == "jsonl":
-        for i in range(len(frame)):
+        # Plain lists, not per-cell pandas lookups: 25,000 rows are written in a fraction of a second.
+        label_values = frame[LABEL_COLUMN].tolist()
+        probs = frame[prob_cols].to_numpy().tolist()
+        tokens = frame[TOKENS_COLUMN].tolist()
+        truncated = frame[TRUNCATED_COLUMN].tolist()
+        for i, text in enumerate(texts):
             record = {
-                "label": frame[LABEL_COLUMN].iat[i],
-                "probabilities": {
-                    label: float(frame[col].iat[i])
-                    for label, col in zip(labels, prob_cols, strict=True)
-                },
-                "tokens": int(frame[TOKENS_COLUMN].iat[i]),
-                "truncated": bool(frame[TRUNCATED_COLUMN].iat[i]),
-                "text": texts[i],
+                "label": label_values[i],
+                "probabilities": dict(zip(labels, probs[i], strict=True)),
+                "tokens": int(tokens[i]),
+                "truncated": bool(truncated[i]),
+                "text": text,
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     elif fmt == "csv":
@@ -249,8 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be positive, got {args.batch_size}")
         texts = read_texts(args)
-        from seqbench.report import default_tracking_uri
-
         predictor = load_predictor(
             args.model, args.tracking_uri or default_tracking_uri(), args.device
         )
