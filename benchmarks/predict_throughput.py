@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def main() -> int:
         for repeat in range(args.repeats):
             out = Path(tmp) / "out.jsonl"
             start = time.perf_counter()
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             with open(out, "w") as sink:
                 done = subprocess.run(
                     [
@@ -72,12 +74,16 @@ def main() -> int:
             if done.returncode:
                 raise SystemExit(done.stderr.decode()[-3000:])
             seconds.append(time.perf_counter() - start)
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+                cpu_after.ru_stime - cpu_before.ru_stime
+            )
             predicted = [json.loads(line)["label"] for line in out.read_text().splitlines()]
             assert len(predicted) == len(texts), (len(predicted), len(texts))
             accuracy = sum(p == t for p, t in zip(predicted, labels, strict=True)) / len(texts)
             print(
                 f"load average {os.getloadavg()[0]:.2f}; repeat {repeat + 1}: {len(texts)} reviews in {seconds[-1]:.2f} s "
-                f"({len(texts) / seconds[-1]:.0f} reviews/s), accuracy {100 * accuracy:.2f}%"
+                f"({len(texts) / seconds[-1]:.0f} reviews/s, CPU time {cpu:.1f} s), accuracy {100 * accuracy:.2f}%"
             )
     print(
         f"median {statistics.median(seconds):.2f} s, min {min(seconds):.2f} s over {len(seconds)}"

@@ -352,3 +352,14 @@ def test_unknown_alias_is_a_one_line_error(env, capsys):
     assert len(err.strip().splitlines()) == 1 and "champion" in err, err
     code, _, err = _cli(["--model", "models:/no-such-model@champion", "5 3"], capsys)
     assert code == 2 and "no-such-model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_leaves_mlflow_uris_and_the_environment_as_they_were(env, capsys, monkeypatch):
+    """MLflow's URI setters export environment variables; a leaked MLFLOW_REGISTRY_URI once
+    sent a later registration in the same process to another store."""
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    code, _, err = _cli(["--model", env["run_id"], "5 3"], capsys)
+    assert code == 0, err
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before == env["uri"]
+    assert "MLFLOW_REGISTRY_URI" not in os.environ

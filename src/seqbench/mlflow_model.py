@@ -11,8 +11,11 @@ Hydra composition, no training code path. The python model is logged "from code"
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
@@ -104,6 +106,34 @@ class SeqbenchTextClassifier(mlflow.pyfunc.PythonModel):
         return self.predictor.predict(texts)
 
 
+@contextlib.contextmanager
+def use_store(uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking and registry URIs at ``uri`` for the block (what
+    ``Model.log`` and ``runs:/``/``models:/`` resolution read), then restore them exactly.
+
+    MLflow 3.17's setters also export ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` to the
+    environment, and resetting the tracking URI to "unset" deletes ``MLFLOW_TRACKING_URI`` even
+    when the user had set it: both variables are saved and put back as they were."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        registry_utils._registry_uri = saved_registry
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def signature(labels: list[str]) -> ModelSignature:
     outputs = [ColSpec("string", LABEL_COLUMN)]
     outputs += [ColSpec("double", f"prob_{label}") for label in labels]
@@ -160,11 +190,9 @@ def log_model(
         params=dict(run.data.params),
         tags={"seqbench.labels": ",".join(prep.labels)},
     )
-    # Model.log uploads through the *global* tracking URI: point it at the run's store for the
-    # call and then restore it exactly, unset included (MLflow's own helper; a plain
-    # set_tracking_uri(get_tracking_uri()) would pin the default and shadow MLFLOW_TRACKING_URI).
+    # Model.log uploads through the *global* tracking URI: point it at the run's store.
     with (
-        _use_tracking_uri(tracking_uri),
+        use_store(tracking_uri),
         tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp,
     ):
         bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)

@@ -160,13 +160,12 @@ def load_predictor(model: str, tracking_uri: str, device: str) -> Predictor:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from seqbench.mlflow_model import SeqbenchTextClassifier
+    from seqbench.mlflow_model import SeqbenchTextClassifier, use_store
 
     uri = model_uri(model)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        loaded = mlflow.pyfunc.load_model(uri)
+        with use_store(tracking_uri):
+            loaded = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         first = str(exc.message).strip().splitlines()[0]
         raise PredictError(f"cannot load model {uri} from {tracking_uri}: {first}") from None

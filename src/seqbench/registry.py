@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,6 +121,9 @@ def after_report(
     """What ``seqbench-report`` does once the table is written: print the link to the runs
     view, and with ``--register NAME`` register the champion. Messages go to stderr."""
     uri = str(client.tracking_uri)
+    # The registry of seqbench's store is the store itself, unless the user points
+    # MLFLOW_REGISTRY_URI elsewhere on purpose.
+    client = MlflowClient(uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     print(
         f"seqbench-report: runs in the MLflow UI: {runs_view_url(uri, report.experiment_id)}"
         + ("" if ui_base(uri) != DEFAULT_UI else " (start it with `make ui`)"),
