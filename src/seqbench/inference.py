@@ -65,8 +65,15 @@ class Preprocessing:
         if corpus.vocab is not None:
             words = list(corpus.vocab.words)
         else:
-            size = int(datamodule.generator_args["vocab_size"])
-            words = [str(i) for i in range(FIRST_WORD_INDEX, size)]
+            size = getattr(datamodule, "generator_args", {}).get("vocab_size") or getattr(
+                datamodule, "vocab_size", None
+            )
+            if size is None:
+                raise ValueError(
+                    f"the {datamodule.name} corpus has no vocabulary and no vocab_size: "
+                    "cannot write down how text is encoded"
+                )
+            words = [str(i) for i in range(FIRST_WORD_INDEX, int(size))]
         return cls(
             words=words,
             tokenizer=str(getattr(datamodule, "tokenizer", "word")),

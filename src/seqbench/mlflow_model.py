@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,12 +162,20 @@ def requirements() -> list[str]:
     ]
 
 
-def best_weights(task: torch.nn.Module, best_path: str) -> dict[str, torch.Tensor] | None:
+def best_weights(best_path: str) -> dict[str, torch.Tensor] | None:
     """The network's weights from the best-validation checkpoint (what the test metrics
-    describe), read with ``weights_only``; None when there is no checkpoint."""
-    if not best_path:
+    describe), read with ``weights_only``; None when there is no checkpoint, or when it holds
+    objects ``weights_only`` refuses (the caller then keeps the in-memory weights, which
+    ``trainer.test(ckpt_path=best)`` has just loaded from that same checkpoint)."""
+    if not best_path or not Path(best_path).is_file():
         return None
-    checkpoint = torch.load(best_path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(best_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        log.warning(
+            "best checkpoint not loadable with weights_only (%s); using the in-memory net", exc
+        )
+        return None
     return {
         k.removeprefix("net."): v
         for k, v in checkpoint["state_dict"].items()
@@ -223,7 +232,7 @@ def log_run_model(
     if not cfg.logger.get("log_model", True):
         return None
     net = task.net
-    weights = best_weights(task, best_path)
+    weights = best_weights(best_path)
     if weights is not None:
         net.load_state_dict(weights)
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
