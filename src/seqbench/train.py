@@ -454,7 +454,10 @@ def _fit_and_test(
     else:
         ckpt_path = os.environ.get(_RESUME_CKPT_ENV) or cfg.get("ckpt_path")
     try:
-        return _run_trainer(cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard)
+        launch = tracked.resumed if tracked else 0
+        return _run_trainer(
+            cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard, launch
+        )
     finally:
         if task.batch_splitter is not None:  # stop its threads: a multirun builds many tasks
             task.batch_splitter.close()
@@ -469,7 +472,10 @@ def _run_trainer(
     run_id,
     ckpt_path: str | None,
     guard: SignalGuard,
+    launch: int = 0,
 ) -> dict[str, float]:
+    """Fit, test, log the run-level metrics. They are logged at step ``launch`` (0, then the
+    resume count), so a resumed run adds a point instead of a second one at the same step."""
     fit_started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
@@ -501,9 +507,9 @@ def _run_trainer(
             )
 
     if client is not None:
-        client.log_metric(run_id, "perf/fit_seconds", fit_seconds)
+        client.log_metric(run_id, "perf/fit_seconds", fit_seconds, step=launch)
         if "val/acc_best" in metrics:
-            client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"])
+            client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"], step=launch)
         if best_path:
             client.log_artifact(run_id, best_path, artifact_path="checkpoints")
         log.info("finished: %s", {k: round(v, 4) for k, v in sorted(metrics.items()) if "/" in k})
