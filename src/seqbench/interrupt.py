@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 import lightning as L
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,20 @@ class StopOnSignal(L.Callback):
         self.guard.armed = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self.guard.requested is None:
+        requested = self.guard.requested
+        if trainer.world_size > 1:
+            # Under DDP a signal may reach one rank only, and saving a checkpoint is collective
+            # (a barrier): every rank learns of the request at the same batch (Lightning itself
+            # broadcasts its SIGTERM flag every step the same way).
+            flag = torch.tensor([requested or 0], device=pl_module.device)
+            requested = int(trainer.strategy.reduce(flag, reduce_op="max").item()) or None
+        if requested is None:
             return
         path = self.checkpoint_dir / "last.ckpt"
         trainer.save_checkpoint(path)
-        self.on_saved(path)
+        if trainer.is_global_zero:
+            self.on_saved(path)
         raise RunInterrupted(
-            self.guard.requested,
+            requested,
             f"at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}; checkpoint {path}",
         )
