@@ -82,3 +82,86 @@ def crafted_tar(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"x
             else:
                 tar.addfile(info)
     return path
+
+
+# -- real processes for interruption tests ---------------------------------------------------
+
+# A synthetic task whose epochs last long enough (~1-3 s on 2 cores) to interrupt one mid-way.
+SLOW_SYNTHETIC = [
+    "data=synthetic",
+    "data.n_train=5000",
+    "data.n_test=100",
+    "data.max_len=60",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.enable_model_summary=false",
+]
+
+
+def cli_env(root: Path) -> dict[str, str]:
+    import os
+
+    env = {**os.environ, "SEQBENCH_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def start_cli(args: list[str], root: Path):
+    """``seqbench-train ARGS`` in the background, output to ``root/launch-N.log``."""
+    import subprocess
+    import sys
+
+    n = len(list(root.glob("launch-*.log")))
+    log = open(root / f"launch-{n}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqbench.train", *args],
+        cwd=root,
+        env=cli_env(root),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_cli_to_end(args: list[str], root: Path, timeout: float = 900):
+    proc = start_cli(args, root)
+    proc.wait(timeout=timeout)
+    return proc.returncode, last_log(root)
+
+
+def last_log(root: Path) -> str:
+    logs = sorted(root.glob("launch-*.log"), key=lambda p: int(p.stem.split("-")[1]))
+    return logs[-1].read_text() if logs else ""
+
+
+def store(root: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root}/outputs/mlflow/mlflow.db")
+
+
+def experiment_runs(root: Path, experiment: str) -> list:
+    client = store(root)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp is not None else []
+
+
+def wait_until(condition, proc, timeout: float = 300, what: str = "condition"):
+    """Poll ``condition()`` (exceptions count as not yet) while ``proc`` runs; its value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception:
+            value = None
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric_points(root: Path, run_id: str, key: str) -> list:
+    return store(root).get_metric_history(run_id, key)

@@ -1,7 +1,7 @@
 """``seqbench-report`` on a real MLflow store filled by real (tiny) training runs; no mocks.
 
 One module-scoped store: an older one-epoch run in sweep ``test0``, then 2 models x 2 seeds in
-sweep ``test1`` plus one run of that sweep that fails (missing archive, status FAILED).
+sweep ``test1`` plus one run of that sweep that fails once started (dropout 2.0 is refused: status FAILED).
 """
 
 from __future__ import annotations
@@ -61,12 +61,8 @@ def store(tmp_path_factory):
                 "+logger.tags.sweep_id=test1",
             ],
         )
-    with pytest.raises(Exception, match="does not exist"):
-        _train(
-            root,
-            9,
-            ["data=imdb", f"data.archive={root}/nonexistent.tar.gz", "+logger.tags.sweep_id=test1"],
-        )
+    with pytest.raises(Exception, match="dropout probability"):
+        _train(root, 9, [*SMALL_SYNTHETIC, "model.net.dropout=2.0", "+logger.tags.sweep_id=test1"])
     return uri
 
 

@@ -91,3 +91,28 @@ def test_pad_collate(side, fixed):
     assert lengths.tolist() == [3, 2] and labels.tolist() == [0, 1]
     row = tokens[1].tolist()
     assert row == ([1, 7] + [0] * (width - 2) if side == "post" else [0] * (width - 2) + [1, 7])
+
+
+def test_lightning_reaches_the_epoch_of_a_loaders_batch_sampler():
+    """Lightning calls ``set_epoch`` through ``loader.sampler`` / ``batch_sampler.sampler``, not on
+    the batch sampler: without the forwarder every epoch trained on the same batch order."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = BucketBatchSampler(LENGTHS, batch_size=64, seed=3)
+    loader = DataLoader(list(range(len(LENGTHS))), batch_sampler=sampler)
+    orders = []
+    for epoch in range(2):
+        _set_sampler_epoch(loader, epoch)
+        orders.append([b.tolist() for b in loader])
+    assert orders[0] != orders[1]
+
+
+def test_resume_at_skips_the_batches_already_trained_in_that_epoch_only():
+    sampler = BucketBatchSampler(LENGTHS, batch_size=64, seed=3)
+    full = _epoch(sampler, 2)
+    sampler.resume_at(2, 5)
+    assert _epoch(sampler, 2) == full[5:]
+    assert _epoch(sampler, 2) == full  # once only
+    sampler.resume_at(1, 5)
+    assert _epoch(sampler, 2) == full  # another epoch: nothing skipped

@@ -98,7 +98,8 @@ def test_parallel_joblib_jobs_share_one_sqlite_store_without_losing_anything(tmp
 
 
 def test_launches_in_the_same_second_get_distinct_output_dirs(tmp_path):
-    """Two single runs started at the same instant: separate run folders, both tracked."""
+    """Two single runs started at the same instant: separate run folders, both tracked.
+    (resume=never: the same configuration twice is otherwise one job, see test_resume.py.)"""
     env = {**os.environ, "SEQBENCH_ROOT": str(tmp_path)}
     env.pop("MLFLOW_TRACKING_URI", None)
     args = [
@@ -108,6 +109,7 @@ def test_launches_in_the_same_second_get_distinct_output_dirs(tmp_path):
         *TINY,
         "trainer.max_epochs=1",
         "num_threads=1",
+        "resume=never",
         "logger.experiment_name=same_second",
     ]
     procs = [

@@ -127,12 +127,23 @@ def test_seed_zero_is_reproducible(tmp_path):
     assert first["val/loss"] != third["val/loss"]
 
 
-def test_failure_marks_the_run_failed(tmp_path):
+def test_bad_data_fails_before_any_run_is_created(tmp_path):
     cfg = make_config(tmp_path, [f"data.archive={tmp_path}/missing.tar.gz"])
     with pytest.raises(ArchiveError, match="does not exist"):
         train(cfg)
-    runs = _client(cfg).search_runs([_client(cfg).get_experiment_by_name("imdb").experiment_id])
-    assert [r.info.status for r in runs] == ["FAILED"]
+    exp = _client(cfg).get_experiment_by_name("imdb")
+    assert exp is None or _client(cfg).search_runs([exp.experiment_id]) == []
+
+
+def test_a_failure_after_the_run_started_marks_it_failed_with_the_reason(tmp_path):
+    cfg = make_config(tmp_path, [*SMALL_SYNTHETIC, "model.net.dropout=2.0"])  # nn.Dropout refuses
+    with pytest.raises(Exception, match="dropout probability"):
+        train(cfg)
+    (run,) = _client(cfg).search_runs(
+        [_client(cfg).get_experiment_by_name("synthetic").experiment_id]
+    )
+    assert run.info.status == "FAILED"
+    assert "dropout probability" in run.data.tags["seqbench.error"]
 
 
 @pytest.mark.realdata

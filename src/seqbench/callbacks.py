@@ -1,33 +1,25 @@
-"""Lightning callbacks that measure throughput for the comparison tables."""
+"""Lightning callbacks: throughput for the comparison tables, checkpoints that reach MLflow,
+heartbeats, and the non-finite loss guard."""
 
 from __future__ import annotations
 
-import os
+import random
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-
-def process_start_time() -> float | None:
-    """Unix time this process started (Linux ``/proc``), or None where that is not available.
-
-    Read from the kernel rather than taken at import so that interpreter start-up and imports
-    count too: "start to first training step" is what a user waits for.
-    """
-    try:
-        with open(f"/proc/{os.getpid()}/stat") as fh:
-            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+from seqbench.heartbeat import process_start_time
 
 
 class EpochTimer(L.Callback):
     """Logs ``perf/epoch_seconds`` (wall time of the epoch's training steps, validation excluded)
-    and ``perf/samples_per_second`` once per epoch, and once ``perf/start_to_first_step_seconds``
+    and ``perf/samples_per_second`` once per epoch, and once per launch ``perf/start_to_first_step_seconds``
     (process start to the first training step: start-up, data loading and model building)."""
 
     def __init__(self) -> None:
@@ -35,6 +27,7 @@ class EpochTimer(L.Callback):
         self._end = 0.0
         self._samples = 0
         self._first_step: float | None = None
+        self._first_step_logged = False
         self.origin: float | None = None  # unix time the run started; None: this process's start
 
     @staticmethod
@@ -63,7 +56,9 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = max(self._end - self._start, 1e-9)
         pl_module.log("perf/epoch_seconds", seconds, on_epoch=True, on_step=False)
-        if trainer.current_epoch == 0 and self._first_step is not None:
+        if self._first_step is not None and not self._first_step_logged:
+            # once per launch: a resumed run logs it again, at the epoch it resumed in
+            self._first_step_logged = True
             pl_module.log(
                 "perf/start_to_first_step_seconds", self._first_step, on_epoch=True, on_step=False
             )
@@ -73,3 +68,138 @@ class EpochTimer(L.Callback):
             on_epoch=True,
             on_step=False,
         )
+
+
+class TrackedCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose checkpoints also reach the run's MLflow artifacts.
+
+    Each new ``last.ckpt`` and each new best checkpoint (as ``best.ckpt``) is passed to
+    ``on_saved(path, name)``, which the training entry point sets to an upload into the run's
+    ``resume/`` folder: a relaunch on another machine resumes from there
+    (``seqbench.resume.find_checkpoint``), and ``fetch(name)`` brings the best one back when the
+    folder it was written to is not on this machine.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_saved: Callable[[Path, str], None] | None = None
+        self.fetch: Callable[[str], Path | None] | None = None
+        self._uploaded: dict[str, tuple[str, float]] = {}
+
+    def _upload(self, path_text: str, name: str) -> None:
+        path = Path(path_text) if path_text else None
+        if self.on_saved is None or path is None or not path.is_file():
+            return
+        stamp = (str(path), path.stat().st_mtime)
+        if self._uploaded.get(name) != stamp:
+            self.on_saved(path, name)
+            self._uploaded[name] = stamp
+
+    def _upload_new(self) -> None:
+        self._upload(self.last_model_path, "last.ckpt")
+        self._upload(self.best_model_path, "best.ckpt")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the best-so-far record of the run being resumed. A resume writes into a new
+        output folder, and Lightning forgets the best score when the folder differs: a worse
+        later epoch would then become "best" and give the test metrics."""
+        super().load_state_dict(
+            {**state_dict, "dirpath": self.dirpath, "last_model_path": self.last_model_path}
+        )
+        best = self.best_model_path
+        if best and not Path(best).is_file() and self.fetch is not None:
+            fetched = self.fetch("best.ckpt")  # resumed on another machine
+            if fetched is not None:
+                score = self.best_k_models.pop(best, self.best_model_score)
+                self.best_model_path = str(fetched)
+                self.best_k_models[str(fetched)] = score
+                if self.kth_best_model_path == best:
+                    self.kth_best_model_path = str(fetched)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._upload_new()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._upload_new()
+
+
+class HeartbeatEachEpoch(L.Callback):
+    """Refreshes the run's heartbeat at the end of every training epoch."""
+
+    def __init__(self, beat: Callable[[], None]) -> None:
+        self.beat = beat
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.beat()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run is stopped as FAILED."""
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stops training at the first NaN/inf training loss, naming the epoch and step.
+
+    Each step only queues an on-device ``isfinite`` flag (no host sync); every
+    ``every_n_steps`` steps the flags are read at once, so the exact first bad step is still
+    reported while a GPU never waits per step. 0 turns the guard off.
+    """
+
+    def __init__(self, every_n_steps: int = 1) -> None:
+        self.every_n_steps = int(every_n_steps)
+        self._flags: list[tuple[int, int, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.every_n_steps <= 0:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not torch.is_tensor(loss):
+            return
+        self._flags.append((trainer.current_epoch, batch_idx, torch.isfinite(loss.detach())))
+        if len(self._flags) >= self.every_n_steps or batch_idx + 1 >= trainer.num_training_batches:
+            self._check()
+
+    def _check(self) -> None:
+        flags, self._flags = self._flags, []
+        finite = torch.stack([f for _, _, f in flags]).cpu()
+        if bool(finite.all()):
+            return
+        epoch, batch_idx, _ = flags[int((~finite).nonzero()[0])]
+        raise NonFiniteLossError(
+            f"non-finite training loss at epoch {epoch + 1}, batch {batch_idx + 1}; lower "
+            "model.optimizer.lr, set trainer.gradient_clip_val, or check the data "
+            "(nonfinite_check.every_n_steps=0 turns this check off)"
+        )
+
+
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    kind, keys, pos, has_gauss, gauss = state
+    return (str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(gauss))
+
+
+class RandomStateInCheckpoint(L.Callback):
+    """Saves the Python, NumPy and torch (CPU and CUDA) random states in every checkpoint and
+    restores them on resume, so dropout masks after a resume are the ones an uninterrupted
+    run draws (Lightning restores weights, optimiser and loops, not the generators). Batch
+    slices seed their generators from torch's global one, so they follow."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            # plain ints and tensors only: checkpoints stay loadable with weights_only=True
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from seqbench import tracking
+from seqbench.validation import check_folders
 
 log = logging.getLogger(__name__)
+
+
+class CheckOutputFolder(Callback):
+    """Refuse an unwritable ``paths.output_root`` with one message before Hydra creates its run
+    folder there (Hydra would fail with a traceback from ``mkdir``)."""
+
+    def _check(self, config: DictConfig) -> None:
+        if problems := check_folders(config, ("paths.output_root",)):
+            print(f"error: {problems[0]}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
 
 
 class PrepareTrackingStore(Callback):

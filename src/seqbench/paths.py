@@ -31,14 +31,23 @@ def config_dir() -> Path:
     return checkout_conf if checkout_conf.is_dir() else _PACKAGE_DIR / "conf"
 
 
+def file_stem(path: str | None) -> str:
+    """A data file's name without its extension and ``.gz`` (``tickets.csv.gz`` -> ``tickets``)."""
+    name = Path(str(path or "data")).name
+    name = name[: -len(".gz")] if name.lower().endswith(".gz") else name
+    return Path(name).stem or name
+
+
 def register_resolvers() -> None:
-    """``${seqbench.root:}``, ``${seqbench.uid:}`` and ``${seqbench.cpu_precision:}``; uid is
+    """``${seqbench.root:}``, ``${seqbench.uid:}``, ``${seqbench.cpu_precision:}`` and
+    ``${seqbench.stem:PATH}`` (a data set's default name, ``file_stem``); uid is
     cached per config, and Hydra copies the cache into every sweep job, so a sweep's jobs share
     it while separate launches differ."""
     from seqbench.hardware import cpu_precision
 
     OmegaConf.register_new_resolver("seqbench.cpu_precision", cpu_precision, replace=True)
     OmegaConf.register_new_resolver("seqbench.root", lambda: str(project_root()), replace=True)
+    OmegaConf.register_new_resolver("seqbench.stem", file_stem, replace=True)
     OmegaConf.register_new_resolver(
         "seqbench.uid", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True
     )

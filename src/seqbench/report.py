@@ -47,11 +47,13 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
 from seqbench import registry
+from seqbench.heartbeat import DEFAULT_STALE_AFTER, liveness
 from seqbench.paths import config_dir, project_root
 
 REPORT_KIND_TAG = "seqbench.kind"
 REPORT_KIND = "report"
 DEFAULT_GROUP_BY: tuple[str, ...] = ("model",)
+DEFAULT_METRIC = "test/acc"
 COLUMNS: tuple[str, ...] = (
     "n",
     "test_acc_mean",
@@ -114,6 +116,7 @@ class Report:
     curves: dict[str, list[np.ndarray]] = field(
         default_factory=dict
     )  # group label -> val/acc per run
+    metric: str = DEFAULT_METRIC  # --metric: another metric adds <name>_mean/_std and ranks by it
 
     @property
     def selection(self) -> str:
@@ -273,12 +276,18 @@ def build_table(
     group_by: str | Sequence[str] | None = None,
     *,
     latest_sweep: bool = False,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    metric: str = DEFAULT_METRIC,
 ) -> Report:
     """Select an experiment's training runs and aggregate them per group (``model`` tag by default).
 
     ``sweep_id`` restricts to one multirun (``tags.sweep_id``); ``latest_sweep`` picks the newest
     sweep instead; ``filter_string`` is any MLflow search filter, ANDed with the sweep clause.
-    Summary runs made by this tool are skipped. Raises ``ReportError`` when the experiment is
+    ``metric`` other than ``test/acc`` (e.g. ``test/f1``) adds its mean and std per group as
+    ``<metric>_mean``/``_std`` (``/`` as ``_``) and ranks the rows by it, best (highest) first.
+    Summary runs made by this tool are skipped; a RUNNING run whose process is gone, or whose
+    heartbeat is older than ``stale_after`` seconds, is listed as stale. Raises ``ReportError``
+    when the experiment is
     unknown or no selected run finished with a ``test/acc``."""
     client = open_client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
     keys = _parse_group_by(group_by)
@@ -299,10 +308,21 @@ def build_table(
         name = info.run_name or run.data.tags.get("mlflow.runName") or info.run_id
         if info.status != RunStatus.to_string(RunStatus.FINISHED):
             reason = _NOT_FINISHED.get(info.status, "not finished")
+            if info.status == "RUNNING":
+                alive = liveness(run, stale_after)
+                reason = (
+                    f"still running ({alive.reason})"
+                    if alive.alive
+                    else f"stale: {alive.reason}; relaunch the same command to resume it"
+                )
             excluded.append(Excluded(info.run_id, name, info.status, reason))
             continue
         if "test/acc" not in metrics:
             reason = "finished without a test/acc metric (trained with test=false?)"
+            excluded.append(Excluded(info.run_id, name, info.status, reason))
+            continue
+        if metric not in metrics:
+            reason = f"finished without a {metric} metric"
             excluded.append(Excluded(info.run_id, name, info.status, reason))
             continue
         values = {key: _key_value(run, key) for key in keys}
@@ -325,6 +345,7 @@ def build_table(
                 "run_id": info.run_id,
                 "run_name": name,
                 "test_acc": metrics["test/acc"],
+                **({"metric": metrics[metric]} if metric != DEFAULT_METRIC else {}),
                 "val_acc_best": metrics.get("val/acc_best", math.nan),
                 "params": metrics.get("model/trainable_params", math.nan),
                 "epochs": epochs,
@@ -358,6 +379,12 @@ def build_table(
         .sort_values(list(keys), key=_sort_key, kind="stable", ignore_index=True)
     )
     table = table[[*keys, *COLUMNS]]
+    if metric != DEFAULT_METRIC:  # rank by the chosen metric
+        stats = runs.groupby(list(keys), sort=False)["metric"].agg(["mean", "std"])
+        name = metric_column(metric)
+        stats.columns = [f"{name}_mean", f"{name}_std"]
+        table = table.merge(stats.reset_index(), on=list(keys), how="left")
+        table = table.sort_values(f"{name}_mean", ascending=False, kind="stable", ignore_index=True)
     # Whole numbers stay whole in the CSV (57829, not 57829.0).
     for column in ("params", "epochs"):
         present = table[column].dropna()
@@ -376,7 +403,13 @@ def build_table(
         runs=runs,
         excluded=excluded,
         curves=curves,
+        metric=metric,
     )
+
+
+def metric_column(metric: str) -> str:
+    """Table column stem of a metric: ``test/f1`` -> ``test_f1``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", metric).strip("_")
 
 
 def _float(text: str | None) -> float:
@@ -476,11 +509,18 @@ def _display_rows(
         acc = _pct(r["test_acc_mean"])
         if not pd.isna(r["test_acc_std"]):
             acc += f" {pm} {_pct(r['test_acc_std'])}"
+        extra = {}
+        if report.metric != DEFAULT_METRIC:
+            name = metric_column(report.metric)
+            extra["metric"] = _number(r[f"{name}_mean"], ".4f")
+            if not pd.isna(r[f"{name}_std"]):
+                extra["metric"] += f" {pm} {_number(r[f'{name}_std'], '.4f')}"
         rows.append(
             {
                 **{k: str(r[k]) for k in keys},
                 "n": str(int(r["n"])),
                 "test_acc": acc,
+                **extra,
                 "val_acc_best_mean": _pct(r["val_acc_best_mean"]),
                 "params": _number(r["params"], ",.0f"),
                 "epochs": _number(r["epochs"], "g"),
@@ -511,8 +551,12 @@ def _display_frame(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Display columns (the source column only when published rows need it) and their alignment."""
     headers = {k: v for k, v in HEADERS.items() if with_source or k != "source"}
+    if report.metric != DEFAULT_METRIC:  # the ranking metric right after test accuracy
+        headers = dict(list(headers.items())[:2] + [("metric", report.metric)])
+        headers |= {k: v for k, v in HEADERS.items() if with_source or k != "source"}
     frame = pd.DataFrame(rows, columns=[*report.group_by, *headers]).rename(columns=headers)
-    align = ["left"] * len(report.group_by) + ["right"] * 6 + ["left"] * with_source
+    measured = len(headers) - with_source
+    align = ["left"] * len(report.group_by) + ["right"] * measured + ["left"] * with_source
     return frame, align
 
 
@@ -527,7 +571,8 @@ def render_markdown(report: Report, reference: Sequence[Reference] = ()) -> str:
     """The printed document: heading, table, how to read it, and every run left out."""
     n_runs = len(report.runs)
     lines = [
-        f"# {report.experiment}: test accuracy by {', '.join(report.group_by)}",
+        f"# {report.experiment}: test accuracy by {', '.join(report.group_by)}"
+        + (f", ranked by {report.metric}" if report.metric != DEFAULT_METRIC else ""),
         "",
         f"{n_runs} finished run{'s' * (n_runs != 1)} of {report.selection} ({report.tracking_uri}).",
         "",
@@ -730,6 +775,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "prefix params./tags. to disambiguate (default: model)",
     )
     parser.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help="rank the groups by this logged metric, e.g. test/f1 (macro-F1 for many classes), "
+        "shown beside test accuracy (default: test/acc)",
+    )
+    parser.add_argument(
         "--reference",
         nargs="?",
         const="",
@@ -758,6 +809,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="register the best run by validation accuracy (val/acc_best, never test) as a new "
         "version of model NAME with the alias champion",
     )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_AFTER,
+        metavar="SECONDS",
+        help="a RUNNING run on another host without a heartbeat for this long is listed as stale "
+        f"(default {DEFAULT_STALE_AFTER:.0f}; on this host a run is stale once its process is gone)",
+    )
     return parser.parse_args(argv)
 
 
@@ -778,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             filter_string=args.filter_string,
             group_by=args.group_by,
             latest_sweep=args.latest_sweep,
+            stale_after=args.stale_after,
+            metric=args.metric,
         )
         out = args.out or default_out_dir(report.experiment, report.sweep_id)
         files = write_outputs(report, out, reference)

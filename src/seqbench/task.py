@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
 from seqbench.models.classifier import count_trainable
 from seqbench.parallel import BatchSplitter
@@ -19,9 +21,16 @@ SPLITS = ("train", "val", "test")
 def _metrics(num_classes: int) -> MetricCollection:
     if num_classes == 2:
         kw: dict = {"task": "binary"}
+        f1 = F1Score(**kw)
     else:
         kw = {"task": "multiclass", "num_classes": num_classes}
-    return MetricCollection({"acc": Accuracy(**kw), "f1": F1Score(**kw), "auroc": AUROC(**kw)})
+        f1 = F1Score(**kw, average="macro")  # many classes: {split}/f1 is macro-F1
+    return MetricCollection({"acc": Accuracy(**kw), "f1": f1, "auroc": AUROC(**kw)})
+
+
+def metric_suffix(label: str) -> str:
+    """A class name as a metric-name suffix (``test/f1_<label>``): word characters, '.', '-'."""
+    return re.sub(r"[^\w.\-]+", "_", str(label)).strip("_") or "class"
 
 
 class ClassificationTask(L.LightningModule):
@@ -29,6 +38,9 @@ class ClassificationTask(L.LightningModule):
 
     Metrics per split are accumulated on the device and computed once per epoch (no host sync
     per step); they are logged as ``{split}/loss``, ``{split}/acc``, ``{split}/f1``, ``{split}/auroc``.
+    The test split also gets ``test/f1_macro``, ``test/f1_<label>`` per class (names from the
+    datamodule's ``label_names``) and a confusion matrix (``confusion_matrix``, rows = true class).
+    Class weights for the loss come from the datamodule's ``loss_weights()`` (training split).
     """
 
     def __init__(
@@ -49,6 +61,19 @@ class ClassificationTask(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": _metrics(self.num_classes).clone(prefix=f"{s}/") for s in SPLITS}
         )
+        self.test_per_class = MetricCollection(
+            {
+                "f1": MulticlassF1Score(self.num_classes, average=None),
+                "confusion": MulticlassConfusionMatrix(self.num_classes),
+            }
+        )
+        self.confusion_matrix: torch.Tensor | None = None  # set at the end of testing
+        self.register_buffer("class_weights", None, persistent=False)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        weights = datamodule.loss_weights() if hasattr(datamodule, "loss_weights") else None
+        self.class_weights = weights.to(self.device) if weights is not None else None
 
     @property
     def trainable_parameters(self) -> int:
@@ -62,14 +87,20 @@ class ClassificationTask(L.LightningModule):
     def loss_and_probs(
         self, logits: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = self.class_weights
         if self.num_classes == 2:
-            return F.binary_cross_entropy_with_logits(logits, labels.float()), torch.sigmoid(logits)
-        return F.cross_entropy(logits, labels), torch.softmax(logits, dim=-1)
+            per_example = weights[labels] if weights is not None else None
+            loss = F.binary_cross_entropy_with_logits(logits, labels.float(), weight=per_example)
+            return loss, torch.sigmoid(logits)
+        return F.cross_entropy(logits, labels, weight=weights), torch.softmax(logits, dim=-1)
 
     def _step(self, batch: tuple[torch.Tensor, ...], split: str) -> torch.Tensor:
         tokens, lengths, labels = batch
         loss, probs = self.loss_and_probs(self(tokens, lengths), labels)
         self.metrics[f"{split}_metrics"].update(probs.detach().float(), labels)
+        if split == "test":
+            preds = (probs > 0.5).long() if self.num_classes == 2 else probs.argmax(dim=-1)
+            self.test_per_class.update(preds.detach(), labels)
         self.log(
             f"{split}/loss",
             loss,
@@ -104,6 +135,18 @@ class ClassificationTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        result = self.test_per_class.compute()
+        self.test_per_class.reset()
+        self.confusion_matrix = result["confusion"].detach().cpu()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(datamodule, "label_names", None) or range(self.num_classes))
+        per_class, seen = {"test/f1_macro": result["f1"].mean()}, set()
+        for name, value in zip(names, result["f1"], strict=True):
+            key = f"test/f1_{metric_suffix(name)}"
+            key = key if key not in seen else f"{key}_{len(seen)}"
+            seen.add(key)
+            per_class[key] = value
+        self.log_dict(per_class, sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

@@ -21,11 +21,13 @@ from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow import MlflowClient
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 log = logging.getLogger(__name__)
 
+ERROR_TAG = "seqbench.error"  # why a FAILED or KILLED run ended
+REACHABLE_TIMEOUT = 10.0  # seconds to wait for a tracking server before giving up
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -39,6 +41,37 @@ def is_local_store(uri: str) -> bool:
 
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking server does not answer; raised before anything is trained or written."""
+
+
+def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
+    """Fail fast when an HTTP tracking server does not answer.
+
+    MLflow's client retries a dead server with exponential back-off for minutes before it
+    gives up; one bounded request to the server's ``/health`` endpoint says the same in seconds.
+    """
+    scheme = urlparse(uri).scheme
+    if scheme not in ("http", "https"):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=(timeout / 2, timeout / 2))
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, requests.ConnectionError):
+            reason = "connection refused or host unreachable"
+        elif isinstance(exc, requests.Timeout):
+            reason = f"no answer within {timeout:.0f} s"
+        raise TrackingUnreachable(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it "
+            "(`mlflow server ...`, see README), or point logger.tracking_uri / "
+            "MLFLOW_TRACKING_URI at a running server, or unset MLFLOW_TRACKING_URI to use the "
+            "local store under outputs/mlflow"
+        ) from None
 
 
 def store_lock(uri: str) -> FileLock | None:
@@ -111,6 +144,14 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str
             yield name, text[:MAX_PARAM_VALUE]
 
 
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    """Several tags in one request (MlflowClient only sets one at a time)."""
+    if tags:
+        client.log_batch(
+            run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
+        )
+
+
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     items = [Param(k, v) for k, v in flatten(params)]
     for i in range(0, len(items), PARAMS_PER_BATCH):
@@ -155,13 +196,17 @@ def environment_tags() -> dict[str, str]:
 def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) -> None:
     """Mark the run FINISHED, or FAILED when ``exc`` ended it (KILLED for Ctrl-C or SIGTERM, e.g.
     a cluster's time limit: such a run is worth resuming, not debugging)."""
+    from seqbench.interrupt import RunInterrupted
+
     if exc is None:
         status = RunStatus.FINISHED
-    elif isinstance(exc, (KeyboardInterrupt, SIGTERMException)):
+    elif isinstance(exc, (KeyboardInterrupt, SIGTERMException, RunInterrupted)):
         status = RunStatus.KILLED
     else:
         status = RunStatus.FAILED
     try:
+        if exc is not None:
+            client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, RunStatus.to_string(status))
     except Exception:  # never mask the original error with a bookkeeping one
         log.exception("could not mark MLflow run %s as %s", run_id, RunStatus.to_string(status))
@@ -175,5 +220,24 @@ class RunLogger(MLFlowLogger):
     everything is logged.
     """
 
+    def __init__(self, *args: Any, logged_steps: Mapping[str, int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # A resumed run already holds points up to these steps; an epoch repeated after a kill
+        # must not add a second point at the same step (MLflow cannot delete points).
+        self.logged_steps = dict(logged_steps or {})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.logged_steps and step is not None:
+            metrics = {k: v for k, v in metrics.items() if step > self.logged_steps.get(k, -1)}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
+
     def finalize(self, status: str = "success") -> None:
         pass
+
+
+def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step of every metric a run has logged."""
+    keys = client.get_run(run_id).data.metrics
+    return {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in keys}

@@ -16,8 +16,9 @@ a job's return value is the objective.
 ``n_trials`` is the number of finished trials the study should hold (COMPLETE, PRUNED or FAIL),
 so relaunching the same command resumes a persistent study instead of adding ``n_trials`` more.
 Trials left RUNNING by a sweeper process that no longer exists (killed, crashed) are marked FAIL
-with the user attribute ``seqbench.interrupted`` and do not count: their budget is re-run (the
-same for a batch cut short by Ctrl-C). A study keeps each parameter's kind and choices: changing
+with the user attribute ``seqbench.interrupted`` and do not count; the same for a batch cut short
+by Ctrl-C or a signal. Their parameters are queued again, so the next launch re-runs each such
+trial once with the same configuration, which resumes its MLflow run from its checkpoint. A study keeps each parameter's kind and choices: changing
 them (not just a numeric range) is refused before any trial starts; use a new ``study_name``.
 """
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 OWNER_ATTR = "seqbench.sweeper"  # {"host", "pid", "token"} of the sweeper process that asked for it
 INTERRUPTED_ATTR = "seqbench.interrupted"  # marks a trial failed because its sweeper died
 ERROR_ATTR = "seqbench.error"  # why a trial failed (exception or unusable return value)
+RETRY_OF_ATTR = "seqbench.retry_of"  # an interrupted trial this one re-runs
 OUTPUT_DIR_ATTR = "seqbench.output_dir"  # the job's Hydra output directory
 RESULTS_FILE = "optimization_results.yaml"
 _SEARCH_TAGS = {"log", "int"}
@@ -227,6 +229,13 @@ def count_finished(trials: Iterable[Any]) -> int:
     return sum(1 for t in trials if t.state in finished and not t.user_attrs.get(INTERRUPTED_ATTR))
 
 
+def retry_later(study: Any, trial: Any) -> None:
+    """Queue an interrupted trial's parameters for the next ``ask``. The relaunched job then has
+    the same configuration, hence the same seqbench job key, and continues the interrupted
+    MLflow run from its checkpoint instead of starting a new one (``seqbench.resume``)."""
+    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF_ATTR: trial.number})
+
+
 def _redact(url: str | None) -> str | None:
     return None if url is None else re.sub(r"//([^/:@]+):[^/@]*@", r"//\1:***@", url)
 
@@ -347,8 +356,11 @@ class OptunaSweeper(Sweeper):
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
                 study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                if trial.params:  # asked and suggested: re-run exactly that configuration
+                    retry_later(study, trial)
             log.warning(
-                "marked %d trial(s) left RUNNING by a dead sweeper as FAIL (not counted): %s",
+                "marked %d trial(s) left RUNNING by a dead sweeper as FAIL (not counted) and "
+                "queued them again with the same parameters: %s",
                 len(stale),
                 [t.number for t in stale],
             )
@@ -409,10 +421,12 @@ class OptunaSweeper(Sweeper):
                 ]
                 self.validate_batch_is_legal(batch)
                 results = self.launcher.launch(batch, initial_job_idx=launched)
-            except BaseException:  # Ctrl-C, bad config: leave no trial RUNNING
+            except BaseException:  # Ctrl-C, a signal, bad config: leave no trial RUNNING
                 for trial in trials:  # none has been told yet
                     trial.set_user_attr(INTERRUPTED_ATTR, True)
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    if len(trial.params) == len(distributions):
+                        retry_later(study, trial)
                 raise
             for trial, result in zip(trials, results, strict=True):
                 completed += self._tell(study, trial, result)

@@ -23,6 +23,7 @@ from seqbench.data.synthetic import make_synthetic
 from seqbench.data.text import SIDES, TOKENIZERS
 
 log = logging.getLogger(__name__)
+CLASS_WEIGHTS = ("balanced",)
 
 
 class SplitDataset(Dataset):
@@ -67,9 +68,12 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         bucket_pool_batches: int = 100,
+        class_weights: str | None = None,
     ) -> None:
         super().__init__()
         _check_choice("padding", padding, SIDES)
+        if class_weights is not None:
+            _check_choice("class_weights", class_weights, CLASS_WEIGHTS)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction} must be between 0 and 1")
         self.name = name
@@ -84,9 +88,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.bucket_pool_batches = bucket_pool_batches
+        self.class_weights = class_weights
         self.corpus: EncodedCorpus | None = None
         self.sampler_seed = 0  # set from the run's seed by the training entry point
         self.splits: dict[str, EncodedSplit] = {}
+        self._resume_train_at: tuple[int, int] | None = None
 
     def load_corpus(self) -> EncodedCorpus:
         raise NotImplementedError
@@ -100,6 +106,20 @@ class SequenceDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.corpus.classes) if self.corpus else 0
 
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in class-id order (id = position), for tables, plots and predictions."""
+        return [str(c) for c in self.corpus.classes] if self.corpus else []
+
+    def loss_weights(self) -> torch.Tensor | None:
+        """Per-class loss weights from the *training* split (``class_weights=balanced``:
+        n / (classes * n_c), as scikit-learn's), or None for an unweighted loss."""
+        if self.class_weights is None or not self.splits:
+            return None
+        counts = np.bincount(self.splits["train"].labels, minlength=self.num_classes)
+        weights = len(self.splits["train"]) / (self.num_classes * np.maximum(counts, 1))
+        return torch.as_tensor(weights, dtype=torch.float32)
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -110,7 +130,11 @@ class SequenceDataModule(L.LightningDataModule):
                 f"{self.num_classes} classes {self.corpus.classes}; set data.num_classes={self.num_classes}"
             )
         rng = np.random.default_rng(self.split_seed)
-        val_idx, train_idx = stratified_split(self.corpus.train.labels, self.val_fraction, rng)
+        n, n_val = len(self.corpus.train), int(self.corpus.meta.get("val_rows") or 0)
+        if n_val:  # a validation file's rows, stored after the training rows
+            val_idx, train_idx = np.arange(n - n_val, n), np.arange(n - n_val)
+        else:
+            val_idx, train_idx = stratified_split(self.corpus.train.labels, self.val_fraction, rng)
         self.splits = {
             "train": self.corpus.train.take(train_idx),
             "val": self.corpus.train.take(val_idx),
@@ -149,7 +173,24 @@ class SequenceDataModule(L.LightningDataModule):
                 num_replicas=replicas,
                 rank=rank,
             )
+        if self._resume_train_at is not None:
+            sampler.resume_at(*self._resume_train_at)
+            self._resume_train_at = None
         return self._loader(split, sampler)
+
+    # A checkpoint records where the training epoch stood, so that a mid-epoch checkpoint (saved
+    # on a signal) resumes with the batches the epoch had not trained yet (BucketBatchSampler is
+    # deterministic per seed and epoch). Lightning warns that plain loaders cannot do this.
+    def state_dict(self) -> dict[str, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(progress.processed)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if "epoch" in state:
+            self._resume_train_at = (int(state["epoch"]), int(state["batches_done"]))
 
     def _eval_loader(self, name: str) -> DataLoader:
         split = self.splits[name]
@@ -165,6 +206,9 @@ class SequenceDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def _loader(self, split: EncodedSplit, batch_sampler: torch.utils.data.Sampler) -> DataLoader:
+        # Its own generator: creating an iterator draws a worker base seed, and from torch's
+        # global generator that draw would shift the dropout stream of a resumed run (a resume
+        # creates the iterator at another point of the stream than an uninterrupted run).
         return DataLoader(
             SplitDataset(split),
             batch_sampler=batch_sampler,
@@ -172,6 +216,7 @@ class SequenceDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.sampler_seed),
         )
 
 

@@ -49,6 +49,8 @@ def locate(
     ``archive`` may be a ``.tar.gz`` or an extracted directory; when it is empty the official
     archive is downloaded once into ``cache_dir``. Archives are extracted once per checksum.
     """
+    if archive and not Path(archive).expanduser().exists():
+        raise ArchiveError(f"data.archive={archive} does not exist")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / ".imdb.lock")):  # parallel jobs share one download/extraction
         return _locate(archive, cache_dir, url, known_hash)

@@ -16,6 +16,16 @@ import torch
 from seqbench.data.text import SIDES
 
 
+class _EpochForwarder:
+    """Stands in as ``BucketBatchSampler.sampler`` and passes ``set_epoch`` on."""
+
+    def __init__(self, owner: BucketBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Random batches of similar-length examples, reshuffled every epoch, split across DDP ranks.
 
@@ -50,9 +60,21 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained)
+
+    @property
+    def sampler(self) -> _EpochForwarder:
+        """Lightning calls ``set_epoch`` on ``loader.sampler`` and ``batch_sampler.sampler``,
+        never on the batch sampler itself; without this every epoch had the same order."""
+        return _EpochForwarder(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Skip this rank's first ``batches_done`` batches the next time ``epoch`` is iterated:
+        a mid-epoch checkpoint then continues with exactly the batches it had not seen."""
+        self._resume = (epoch, batches_done)
 
     def _all_batches(self) -> list[np.ndarray]:
         n = len(self.lengths)
@@ -73,7 +95,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         batches = self._all_batches()
         total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
         batches += batches[: total - len(batches)]  # equal step counts on every rank
-        for batch in batches[self.rank :: self.num_replicas]:
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        for batch in batches[self.rank :: self.num_replicas][skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:

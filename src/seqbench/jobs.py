@@ -1,0 +1,84 @@
+"""A job's identity: which configuration values decide a run's result, and the key they hash to.
+
+Two launches of the same configuration in the same experiment are the same job: a relaunch
+skips it when it finished and continues it when it was interrupted (``seqbench.resume``). The
+key hashes the resolved config *minus* the values below, which say where and how fast a run
+executes, never what it computes. This list is the one place that decides it.
+
+The code version (git commit) is deliberately *not* part of the key: a sweep relaunched after
+a commit (a fix elsewhere, docs, a new model) must still skip its finished jobs and resume its
+interrupted ones, which is the point of relaunching. The commit each run started on stays in
+its ``git.commit`` tag and a resume under another commit is logged; ``resume=never`` starts
+fresh runs when a code change should invalidate old results.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seqbench.tracking import flatten
+
+JOB_KEY_TAG = "seqbench.job_key"
+
+# Dotted keys (fnmatch patterns) that never change a run's result.
+NON_RESULT_KEYS: tuple[str, ...] = (
+    "paths.*",  # where outputs go
+    "logger.*",  # where the run is recorded and what it is called (incl. Optuna trial tags)
+    "hydra.*",
+    "optimized_metric",  # what a sweeper reads, not what the run computes
+    "resume",  # how this launch treats earlier runs
+    "heartbeat.*",  # liveness bookkeeping
+    "nonfinite_check.*",  # a guard: it stops a broken run, it never changes a good one
+    "num_threads",  # execution plan: the same computation on more or fewer cores
+    "batch_split",  # same gradient, summed over slices (seqbench.parallel)
+    "flush_denormal",  # only values below 1e-38 differ
+    "data.archive",  # the same data from another folder (data.fingerprint is checked on resume)
+    "data.cache_dir",
+    "data.url",
+    "data.num_workers",
+    "data.pin_memory",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "callbacks.*.dirpath",
+    "callbacks.progress_bar.*",
+    "callbacks.epoch_timer.*",
+)
+
+
+def _container(cfg: DictConfig | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return cfg
+
+
+def is_result_key(key: str) -> bool:
+    return not any(fnmatch.fnmatchcase(key, pattern) for pattern in NON_RESULT_KEYS)
+
+
+def result_params(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
+    """The flattened ``key -> value`` pairs (as logged to MLflow) that decide the result."""
+    return {k: v for k, v in flatten(_container(cfg)) if is_result_key(k)}
+
+
+def job_key(cfg: DictConfig | Mapping[str, Any]) -> str:
+    """A stable hash of ``result_params(cfg)``: equal configurations, equal keys."""
+    text = json.dumps(result_params(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def params_diff(current: Mapping[str, str], logged: Mapping[str, str]) -> list[str]:
+    """Human-readable differences between this launch's result params and a run's params."""
+    lines = []
+    for key in sorted(set(current) | {k for k in logged if is_result_key(k)}):
+        now, then = current.get(key, "<absent>"), logged.get(key, "<absent>")
+        if now != then:
+            lines.append(f"{key}: {then} (run) -> {now} (now)")
+    return lines

@@ -1,0 +1,163 @@
+"""What a launch does with earlier runs of the same job: skip, continue, or start fresh.
+
+``resume=auto`` (default) looks up the experiment's runs tagged with this launch's job key
+(``seqbench.jobs``):
+
+- a FINISHED run: skip the job and return that run's metrics (sweepers and tables see it);
+- a KILLED or FAILED run, or a RUNNING run whose process is gone (``seqbench.heartbeat``):
+  continue that same MLflow run from its last checkpoint;
+- a RUNNING run that is alive: refuse, naming the process (two processes must never train
+  the same run);
+- nothing: a new run.
+
+``resume=never`` always starts a new run; ``resume=<run id>`` continues that run (its
+configuration must match this launch's, apart from ``NON_RESULT_KEYS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from seqbench.heartbeat import liveness
+from seqbench.jobs import JOB_KEY_TAG, params_diff
+
+log = logging.getLogger(__name__)
+
+RESUME_COUNT_TAG = "seqbench.resume_count"
+RESUMED_FROM_STEP_TAG = "seqbench.resumed_from_step"  # global step of the checkpoint resumed
+CHECKPOINT_ARTIFACT = "resume"  # artifact folder of the run's latest last.ckpt
+CHECKPOINT_NAME = "last.ckpt"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_RESUMABLE = ("KILLED", "FAILED", "RUNNING")
+
+
+class ResumeError(RuntimeError):
+    """This launch cannot decide or do what ``resume=`` asks (clear message, nothing written)."""
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    action: str  # "new" | "skip" | "resume"
+    run: Run | None = None
+    reason: str = ""
+
+
+def check_resume_value(value: object) -> str:
+    text = str(value)
+    if text in ("auto", "never") or _RUN_ID.match(text):
+        return text
+    raise ResumeError(f"resume={text!r} is not valid; use auto, never, or a 32-character run id")
+
+
+def _job_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+
+
+def plan(
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    resume: str,
+    params: dict[str, str],
+    stale_after: float,
+) -> ResumePlan:
+    """Decide what to do; ``params`` are this launch's result params (for ``resume=<run id>``)."""
+    if resume == "never":
+        return ResumePlan("new", reason="resume=never")
+    if resume != "auto":
+        try:
+            run = client.get_run(resume)
+        except MlflowException:
+            raise ResumeError(f"resume={resume}: no such run in this tracking store") from None
+        if run.info.experiment_id != experiment_id:
+            raise ResumeError(
+                f"resume={resume}: that run belongs to another experiment "
+                f"(id {run.info.experiment_id}); set logger.experiment_name to its experiment"
+            )
+        if diff := params_diff(params, run.data.params):
+            raise ResumeError(
+                f"resume={resume}: that run was launched with another configuration:\n  "
+                + "\n  ".join(diff[:20])
+            )
+        return _decide([run], stale_after)
+    return _decide(_job_runs(client, experiment_id, key), stale_after)
+
+
+def _decide(runs: list[Run], stale_after: float) -> ResumePlan:
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return ResumePlan("skip", run, "finished")
+    for run in runs:
+        status = run.info.status
+        if status == "RUNNING":
+            alive = liveness(run, stale_after)
+            if alive.alive:
+                raise ResumeError(
+                    f"this job is already running as MLflow run {run.info.run_id} "
+                    f"({alive.reason}); wait for it, or launch with resume=never for a separate run"
+                )
+            return ResumePlan("resume", run, f"RUNNING but dead: {alive.reason}")
+        if status in _RESUMABLE:
+            return ResumePlan("resume", run, status)
+    return ResumePlan("new", reason="no earlier run of this job")
+
+
+def upload_checkpoint(client: MlflowClient, run_id: str, path: Path, name: str) -> None:
+    """Copy a checkpoint into the run's ``resume/`` artifacts as ``name`` (overwriting)."""
+    if path.name == name:
+        client.log_artifact(run_id, str(path), artifact_path=CHECKPOINT_ARTIFACT)
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # log_artifact keeps the file's own name
+        renamed = Path(tmp) / name
+        shutil.copyfile(path, renamed)
+        client.log_artifact(run_id, str(renamed), artifact_path=CHECKPOINT_ARTIFACT)
+
+
+def download_checkpoint(
+    client: MlflowClient, run_id: str, name: str, download_dir: Path
+) -> Path | None:
+    """``resume/<name>`` of the run, downloaded into ``download_dir``; None when absent."""
+    try:
+        names = [a.path for a in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT)]
+    except MlflowException:
+        return None
+    wanted = f"{CHECKPOINT_ARTIFACT}/{name}"
+    if wanted not in names:
+        return None
+    download_dir.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, wanted, str(download_dir)))
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step a Lightning checkpoint was saved at (None when it cannot be read)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception:  # unreadable: Lightning reports it properly when it loads the file
+        return None
+
+
+def find_checkpoint(client: MlflowClient, run: Run, download_dir: Path) -> Path | None:
+    """The run's latest ``last.ckpt``: in the output folder it ran in when that still exists on
+    this machine, else downloaded from its MLflow artifacts (another machine, a cleaned disk)."""
+    output_dir = run.data.tags.get("output_dir")
+    if output_dir:
+        local = Path(output_dir) / "checkpoints" / CHECKPOINT_NAME
+        if local.is_file():
+            return local
+    return download_checkpoint(client, run.info.run_id, CHECKPOINT_NAME, download_dir)

@@ -1,0 +1,153 @@
+"""One validation pass over the composed config, before any MLflow run or cache is created.
+
+Hydra already rejects unknown config groups, choices and keys (naming the valid ones). This
+pass checks the values: a typo (``seed=abc``, ``data.val_fraction=1.5``) then costs one clear
+message naming the key, the value and what is allowed, instead of a traceback or a FAILED run
+in the store. Rules apply to the keys a config has (``data.subset`` only exists for IMDB).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """Invalid values in the composed config; the message lists every one of them."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    check: Callable[[object], bool]
+    allowed: str
+    nullable: bool = False
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))  # type: ignore[arg-type]
+    )
+
+
+def _int_at_least(low: int) -> Callable[[object], bool]:
+    return lambda v: _is_int(v) and v >= low  # type: ignore[operator]
+
+
+def _one_of(*choices: str) -> Callable[[object], bool]:
+    return lambda v: v in choices
+
+
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
+
+RULES: tuple[Rule, ...] = (
+    Rule("seed", _int_at_least(0), "an integer >= 0"),
+    Rule("num_threads", _int_at_least(1), "null or an integer >= 1", nullable=True),
+    Rule("batch_split", _int_at_least(1), "null or an integer >= 1", nullable=True),
+    Rule(
+        "data.val_fraction",
+        lambda v: _is_number(v) and 0 < v < 1,
+        "a number between 0 and 1 (exclusive)",
+    ),  # type: ignore[operator]
+    Rule("data.max_len", _int_at_least(1), "an integer >= 1"),
+    Rule("data.batch_size", _int_at_least(1), "an integer >= 1"),
+    Rule("data.eval_batch_size", _int_at_least(1), "an integer >= 1"),
+    Rule(
+        "data.subset",
+        _int_at_least(2),
+        "null or an integer >= 2 (N train and N test reviews)",
+        nullable=True,
+    ),
+    Rule("data.n_train", _int_at_least(10), "an integer >= 10"),
+    Rule("data.n_test", _int_at_least(2), "an integer >= 2"),
+    Rule("data.min_len", _int_at_least(2), "an integer >= 2"),
+    Rule("data.vocab_size", _int_at_least(4), "an integer >= 4 (3 indices are reserved)"),
+    Rule("data.padding", _one_of("pre", "post"), "one of: pre, post"),
+    Rule("data.truncating", _one_of("pre", "post"), "one of: pre, post"),
+    Rule("data.tokenizer", _one_of("word", "char"), "one of: word, char"),
+    Rule("data.bucketing", lambda v: isinstance(v, bool), "true or false"),
+    Rule(
+        "model.vocab_size",
+        _int_at_least(4),
+        "an integer >= 4 (pad, start and out-of-vocabulary take 3)",
+    ),
+    Rule("model.init", _one_of("keras", "torch"), "one of: keras, torch"),
+    Rule("model.optimizer.lr", lambda v: _is_number(v) and v > 0, "a finite number > 0"),  # type: ignore[operator]
+    Rule("trainer.max_epochs", _int_at_least(1), "an integer >= 1"),
+    Rule("trainer.precision", lambda v: str(v) in PRECISIONS, "one of: " + ", ".join(PRECISIONS)),
+    Rule(
+        "heartbeat.interval",
+        lambda v: _is_number(v) and v >= 0,
+        "a number of seconds >= 0 (0: per epoch only)",
+    ),  # type: ignore[operator]
+    Rule("heartbeat.stale_after", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),  # type: ignore[operator]
+    Rule("nonfinite_check.every_n_steps", _int_at_least(0), "an integer >= 0 (0: off)"),
+)
+
+
+def writable_folder_problem(key: str, folder: object) -> str | None:
+    """Why ``folder`` (a config value) cannot be created or written, or None when it can.
+
+    Looks at the nearest existing ancestor, so nothing is created by the check itself."""
+    path = Path(str(folder)).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{key}={path} cannot be created: {probe} exists and is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{key}={path} is not writable (no write permission on {probe})"
+    return None
+
+
+def check_folders(
+    cfg: DictConfig,
+    keys: tuple[str, ...] = ("paths.output_root", "paths.data_dir", "paths.mlflow_dir"),
+) -> list[str]:
+    """Problems with the folders a run writes to (output, data cache, local MLflow store)."""
+    problems = []
+    for key in keys:
+        folder = _value(cfg, key)
+        if folder is not _MISSING and folder is not None:
+            problem = writable_folder_problem(key, folder)
+            if problem:
+                problems.append(problem + "; choose another folder (or set SEQBENCH_ROOT)")
+    return problems
+
+
+def _value(cfg: DictConfig, key: str) -> object:
+    return OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=True)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` listing every value that breaks a rule."""
+    from seqbench.resume import ResumeError, check_resume_value
+
+    problems = check_folders(cfg)
+    if data_min := _value(cfg, "data.min_len"):
+        max_len = _value(cfg, "data.max_len")
+        if _is_int(data_min) and _is_int(max_len) and data_min > max_len:  # type: ignore[operator]
+            problems.append(f"data.min_len={data_min} is larger than data.max_len={max_len}")
+    for rule in RULES:
+        value = _value(cfg, rule.key)
+        if value is _MISSING or (value is None and rule.nullable):
+            continue
+        if not rule.check(value):
+            problems.append(f"{rule.key}={value!r} is not valid: expected {rule.allowed}")
+    try:
+        check_resume_value(cfg.get("resume", "auto"))
+    except ResumeError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,0 +1,200 @@
+"""README's bad-input table, one test per row: the exit status, the message, and that nothing
+was written (no MLflow run, no data cache), or, for a failure once training has started, a
+FAILED run with the reason as a tag.
+
+The rows run the real Hydra entry point (``seqbench.train.main`` with a real command line) in
+this process, which costs a second per row instead of a fresh interpreter; the console script
+itself and the unreachable server (where wall time is the point) run as subprocesses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from mlflow import MlflowClient
+
+from helpers import cli_env, crafted_tar, tar_directory
+from seqbench.train import main
+
+TINY = [
+    "data=synthetic",
+    "data.n_train=300",
+    "data.n_test=100",
+    "data.max_len=30",
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.enable_model_summary=false",
+]
+
+
+def _run_main(
+    root: Path, args: list[str], monkeypatch: pytest.MonkeyPatch, capfd
+) -> tuple[int, str]:
+    """``seqbench-train ARGS`` through the real Hydra entry point: (exit status, output)."""
+    monkeypatch.setenv("SEQBENCH_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(sys, "argv", ["seqbench-train", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capfd.readouterr()
+    return code, out + err
+
+
+def _nothing_written(root: Path, experiment: str) -> None:
+    db = root / "outputs" / "mlflow" / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(f"sqlite:///{db}")
+        exp = client.get_experiment_by_name(experiment)
+        assert exp is None or client.search_runs([exp.experiment_id]) == [], "an MLflow run"
+    data = root / "outputs" / "data"
+    # an empty lock file that serialised the extraction attempt is not a cache
+    cached = (
+        [p for p in data.rglob("*") if p.is_file() and p.suffix != ".lock"] if data.exists() else []
+    )
+    assert cached == [], f"cache files written: {cached}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["model=transformer"], ["Could not find 'model/transformer'", "bilstm", "cnn_lstm"]),
+        (["data.foo=1"], ["Could not override 'data.foo'", "Key 'foo' is not in struct"]),
+        (["seed=abc"], ["seed='abc' is not valid: expected an integer >= 0"]),
+        (["data.val_fraction=1.5"], ["data.val_fraction=1.5 is not valid", "between 0 and 1"]),
+        (["data.max_len=0"], ["data.max_len=0 is not valid: expected an integer >= 1"]),
+        (["data.batch_size=0"], ["data.batch_size=0 is not valid: expected an integer >= 1"]),
+        (["model.vocab_size=2"], ["model.vocab_size=2 is not valid: expected an integer >= 4"]),
+        (["model.optimizer.lr=0"], ["model.optimizer.lr=0 is not valid", "finite number > 0"]),
+        (["trainer.max_epochs=0"], ["trainer.max_epochs=0 is not valid", "integer >= 1"]),
+        (
+            ["data.padding=middle"],
+            ["data.padding='middle' is not valid: expected one of: pre, post"],
+        ),
+        (["resume=sometimes"], ["resume='sometimes' is not valid; use auto, never, or a"]),
+    ],
+    ids=lambda v: v[0] if isinstance(v, list) and len(v) == 1 and "=" in v[0] else None,
+)
+def test_bad_config_values_stop_before_anything_is_written(
+    tmp_path, monkeypatch, capfd, args, expected
+):
+    code, output = _run_main(tmp_path, [*TINY, *args], monkeypatch, capfd)
+    assert code != 0
+    for text in expected:
+        assert text in output, output[-2000:]
+    _nothing_written(tmp_path, "synthetic")
+
+
+def test_data_subset_out_of_range_on_imdb(tmp_path, monkeypatch, capfd, fake_imdb_dir):
+    code, output = _run_main(
+        tmp_path, [f"data.archive={fake_imdb_dir}", "data.subset=1"], monkeypatch, capfd
+    )
+    assert code == 2
+    assert "data.subset=1 is not valid: expected null or an integer >= 2" in output
+    _nothing_written(tmp_path, "imdb")
+
+
+def _corrupt(tmp_path: Path, fake_imdb_dir: Path) -> Path:
+    path = tmp_path / "corrupt.tar.gz"
+    path.write_bytes(b"this is not a gzip file" * 100)
+    return path
+
+
+def _truncated(tmp_path: Path, fake_imdb_dir: Path) -> Path:
+    whole = tar_directory(fake_imdb_dir, tmp_path / "whole.tar.gz").read_bytes()
+    path = tmp_path / "truncated.tar.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
+def _malicious(tmp_path: Path, fake_imdb_dir: Path) -> Path:
+    import tarfile
+
+    escape = tarfile.TarInfo("aclImdb/../../escape.txt")
+    return crafted_tar(tmp_path / "evil.tar.gz", [escape])
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda t, f: t / "missing.tar.gz", "does not exist"),
+        (_truncated, "truncated or corrupt"),
+        (_corrupt, "truncated or corrupt"),
+        (_malicious, "outside"),
+    ],
+    ids=["missing", "truncated", "corrupt", "malicious"],
+)
+def test_bad_archives_stop_before_a_run_or_cache_exists(
+    tmp_path, monkeypatch, capfd, fake_imdb_dir, make, expected
+):
+    archive = make(tmp_path, fake_imdb_dir)
+    code, output = _run_main(tmp_path, [f"data.archive={archive}"], monkeypatch, capfd)
+    assert code == 2
+    assert expected in output, output[-2000:]
+    _nothing_written(tmp_path, "imdb")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_unwritable_output_folder(tmp_path, monkeypatch, capfd):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outputs should go")
+    code, output = _run_main(
+        tmp_path, [*TINY, f"paths.output_root={blocker}/outputs"], monkeypatch, capfd
+    )
+    assert code == 2
+    assert f"paths.output_root={blocker}/outputs cannot be created" in output
+    assert "is not a folder" in output
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_non_finite_loss_fails_the_run_with_the_reason(tmp_path, monkeypatch, capfd):
+    # An absurd learning rate overflows the weights within two steps.
+    args = [*TINY, "model.optimizer.lr=1e37", "trainer.precision=32-true"]
+    code, output = _run_main(tmp_path, args, monkeypatch, capfd)
+    assert code == 2
+    assert "non-finite training loss at epoch 1, batch" in output
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["seqbench.error"].startswith("NonFiniteLossError: non-finite training")
+
+
+def _console(args: list[str], root: Path, env: dict[str, str]) -> tuple[int, str, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "seqbench-train"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+def test_console_script_exit_status_for_a_bad_value(tmp_path):
+    code, output, _ = _console([*TINY, "seed=abc"], tmp_path, cli_env(tmp_path))
+    assert code == 2 and "seed='abc' is not valid" in output
+    assert "Traceback" not in output
+    _nothing_written(tmp_path, "synthetic")
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
+    env = {**cli_env(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    code, output, seconds = _console(TINY, tmp_path, env)
+    assert code == 2
+    assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in output
+    assert "MLFLOW_TRACKING_URI" in output
+    # MLflow's own retries took 255 s here; the bound only tells the two apart (measured time,
+    # with imports, is in README's table).
+    assert seconds < 60, seconds
+    assert not (tmp_path / "outputs" / "data").exists()
