@@ -46,6 +46,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
+from seqbench import registry
 from seqbench.heartbeat import DEFAULT_STALE_AFTER, liveness
 from seqbench.paths import config_dir, project_root
 
@@ -803,6 +804,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-summary-run", action="store_true", help="do not log the report as an MLflow run"
     )
     parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best run by validation accuracy (val/acc_best, never test) as a new "
+        "version of model NAME with the alias champion",
+    )
+    parser.add_argument(
         "--stale-after",
         type=float,
         default=DEFAULT_STALE_AFTER,
@@ -845,6 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"experiment {report.experiment!r}",
                 file=sys.stderr,
             )
+        registry.after_report(client, report, args.register, files["table.md"])
     except ReportError as exc:
         print(f"seqbench-report: error: {exc}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import lineage, plots, resume, tracking
+from seqbench import lineage, mlflow_model, plots, resume, tracking
 from seqbench.callbacks import (
     EpochTimer,
     HeartbeatEachEpoch,
@@ -512,6 +512,7 @@ def _run_trainer(
             client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"], step=launch)
         if best_path:
             client.log_artifact(run_id, best_path, artifact_path="checkpoints")
+        mlflow_model.log_run_model(client, run_id, cfg, task, datamodule, best_path)
         log.info("finished: %s", {k: round(v, 4) for k, v in sorted(metrics.items()) if "/" in k})
     return metrics
 
