@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from scipy import stats
 
 from seqbench.paths import config_dir
-from seqbench.report import COLUMNS, ReportError, build_table, main
+from seqbench.report import COLUMNS, ReportError, build_table, load_reference, main
 from seqbench.report.statistics import (
     add_statistics,
     bootstrap_diff_ci,
@@ -201,3 +201,20 @@ def test_baseline_naming_a_missing_row_is_a_clear_error(sweep_store, tmp_path, c
     assert "--baseline 'missing' is not a row of this table; rows: 'bigru_pool', 'lstm'" in err
     assert "Traceback" not in err
     assert not (Path(tmp_path) / "table.csv").exists()
+
+
+def test_reference_rows_say_what_data_they_used(sweep_store, tmp_path, capsys):
+    args = ["--tracking-uri", sweep_store, "--experiment", "stats", "--out", str(tmp_path)]
+    assert main([*args, "--baseline", "lstm", "--reference", "--no-summary-run"]) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if "Dai & Le (2015), LSTM with" in line)
+    assert "86.50" in row and "labelled reviews only" in row
+    maas = next(line for line in printed.splitlines() if "Maas et al. (2011)" in line)
+    assert "88.89" in maas and "50k unlabelled" in maas
+    assert len(pd.read_csv(tmp_path / "table.csv")) == 2  # published rows stay out of the CSV
+    assert r"Dai \& Le" in (tmp_path / "table.tex").read_text()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: x, arch: null, test_acc: 0.9, source: s, dataset: imdb}\n")
+    with pytest.raises(ReportError, match=r"optional: data\), got \['arch', 'dataset'"):
+        load_reference(bad)
