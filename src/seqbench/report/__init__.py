@@ -23,7 +23,11 @@ Conventions, stated once because the files outlive this code:
   mean ``perf/epoch_seconds`` (training steps only, validation excluded).
 - Published reference rows (``--reference``) appear in Markdown and LaTeX only, marked
   "published"; ``table.csv`` holds measured rows only, so its columns are exactly the grouping
-  keys plus ``n, test_acc_mean, test_acc_std, val_acc_best_mean, params, epochs, sec_per_epoch``.
+  keys plus ``COLUMNS``: ``n, test_acc_mean, test_acc_std, val_acc_best_mean, params, epochs,
+  sec_per_epoch``, then the statistics over seeds (``seqbench.report.statistics``):
+  ``test_acc_ci_low, test_acc_ci_high`` (95% Student-t interval, blank for one run) and, with
+  ``--baseline``, ``diff_vs_baseline, p_value`` (Welch, two-sided) and ``diff_boot_low,
+  diff_boot_high`` (bootstrap interval of the difference, rows with >= 5 runs only).
 - Runs that are not FINISHED, lack ``test/acc`` or lack a grouping key are never dropped silently:
   they are listed under "Not included" with their status and reason.
 
