@@ -28,15 +28,16 @@ EXTRAS ?= dev,slurm,postgres
 KERAS_VENV := benchmarks/.venv-keras
 SEEDS ?= 1,2,3
 
-.PHONY: help install browser cluster-deps server load-test test lint format demo reproduce ui bench bench-env clean
+.PHONY: help install browser cluster-deps tracking-server test lint format demo reproduce ui serve bench bench-env clean
 
 help:
 	@echo "make demo       offline demo: small sweep on generated data, prints the comparison table"
 	@echo "make test       install (if needed) and run lint + the test suite"
 	@echo "make reproduce  the IMDB comparison: 6 architectures x 3 seeds, then the table"
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
+	@echo "make serve      serve a model: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001"
 	@echo "make bench      speed benchmark: seqbench vs plain PyTorch vs the Keras seed (SEEDS=1,2,3)"
-	@echo "make server     team MLflow server on PostgreSQL with proxied artifacts (README: Team setup)"
+	@echo "make tracking-server  team MLflow tracking server on PostgreSQL, proxied artifacts (README: Team setup)"
 
 install: $(STAMP)
 
@@ -85,12 +86,20 @@ reproduce: install
 	$(BIN)/seqbench-report --experiment imdb --latest-sweep --reference conf/reference/published.yaml
 
 # The team tracking server (README "Team setup"): PostgreSQL backend store, proxied artifacts.
-server: install
+tracking-server: install
 	PORT=$(PORT) scripts/team_server.sh
 
 ui: install
 	@mkdir -p $(dir $(MLFLOW_DB))
+	@$(BIN)/python -m seqbench.registry --tracking-uri sqlite:///$(MLFLOW_DB) --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
+
+# MLflow starts the scoring server as `exec uvicorn ...`, so the venv's bin/ must be on PATH.
+SERVE_PORT = $(if $(filter command line,$(origin PORT)),$(PORT),5001)
+serve: install
+	@test -n "$(MODEL)" || { echo "usage: make serve MODEL=models:/NAME@champion [PORT=5001]"; exit 2; }
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(MLFLOW_DB)} \
+	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 # TensorFlow/Keras for the side-by-side benchmark only, in its own environment (never a
 # seqbench dependency). About 1.6 GB.

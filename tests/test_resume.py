@@ -3,7 +3,9 @@ with the same command, read back from a real SQLite MLflow store (no mocks anywh
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from helpers import (
     store,
     wait_until,
 )
+from seqbench import predict
 from seqbench.heartbeat import HOST_TAG
 from seqbench.jobs import JOB_KEY_TAG, job_key, params_diff, result_params
 from seqbench.report import build_table
@@ -73,11 +76,16 @@ def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that
         _inside_next_epoch(tmp_path, run)
     finally:
         _kill(proc)
-    assert [r.info.status for r in experiment_runs(tmp_path, "kill9")] == ["RUNNING"]  # a ghost
+    (ghost,) = experiment_runs(tmp_path, "kill9")
+    assert ghost.info.status == "RUNNING"  # what MLflow alone would keep forever
+    # As if relaunched on another machine: the first launch's output folder is not there, so
+    # last.ckpt and best.ckpt come from the run's MLflow artifacts.
+    shutil.rmtree(ghost.data.tags["output_dir"])
 
     rc, log = run_cli_to_end(args, tmp_path)
     assert rc == 0, log[-3000:]
     assert f"resuming MLflow run {run.info.run_id}" in log and "process" in log  # found dead
+    assert "checkpoints/downloaded/last.ckpt" in log
     (after,) = experiment_runs(tmp_path, "kill9")  # the same run, no second one
     assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
     assert after.data.tags[RESUME_COUNT_TAG] == "1"
@@ -94,7 +102,9 @@ def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_checkpoints_marks_killed_and_the_next_launch_resumes_exactly(tmp_path, sig):
+def test_a_signal_checkpoints_marks_killed_and_the_next_launch_resumes_exactly(
+    tmp_path, sig, capsys
+):
     args = [
         *SLOW_SYNTHETIC,
         "model=lstm_dropout",
@@ -132,6 +142,17 @@ def test_a_signal_checkpoints_marks_killed_and_the_next_launch_resumes_exactly(t
             m.value for m in metric_points(tmp_path, fresh.info.run_id, key)
         ]
     assert resumed.data.metrics["test/loss"] == fresh.data.metrics["test/loss"]
+    # Features compose: the resumed run logged a servable model, which scores like the other.
+    texts = ["5 3 9 4 7 8", "4 6 6 3 9 12 12 4"]
+    scores = {}
+    for run_id in (run.info.run_id, fresh.info.run_id):
+        code = predict.main(
+            ["--tracking-uri", client.tracking_uri, "--model", run_id, "--format", "jsonl", *texts]
+        )
+        out = capsys.readouterr().out
+        assert code == 0
+        scores[run_id] = [json.loads(line)["probabilities"] for line in out.splitlines()]
+    assert scores[run.info.run_id] == scores[fresh.info.run_id]
 
 
 GRID = ["-m", "model=lstm,cnn_lstm", "seed=1,2", "trainer.max_epochs=2", *SLOW_SYNTHETIC]

@@ -19,7 +19,7 @@ from seqbench.heartbeat import process_start_time
 
 class EpochTimer(L.Callback):
     """Logs ``perf/epoch_seconds`` (wall time of the epoch's training steps, validation excluded)
-    and ``perf/samples_per_second`` once per epoch, and once ``perf/start_to_first_step_seconds``
+    and ``perf/samples_per_second`` once per epoch, and once per launch ``perf/start_to_first_step_seconds``
     (process start to the first training step: start-up, data loading and model building)."""
 
     def __init__(self) -> None:
@@ -27,6 +27,7 @@ class EpochTimer(L.Callback):
         self._end = 0.0
         self._samples = 0
         self._first_step: float | None = None
+        self._first_step_logged = False
         self.origin: float | None = None  # unix time the run started; None: this process's start
 
     @staticmethod
@@ -58,7 +59,9 @@ class EpochTimer(L.Callback):
         seconds = max(self._end - self._start, 1e-9)
         self._start = 0.0
         pl_module.log("perf/epoch_seconds", seconds, on_epoch=True, on_step=False)
-        if trainer.current_epoch == 0 and self._first_step is not None:
+        if self._first_step is not None and not self._first_step_logged:
+            # once per launch: a resumed run logs it again, at the epoch it resumed in
+            self._first_step_logged = True
             pl_module.log(
                 "perf/start_to_first_step_seconds", self._first_step, on_epoch=True, on_step=False
             )

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 import lightning as L
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +113,21 @@ class StopOnSignal(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         requested = self.guard.requested
         if trainer.world_size > 1:
-            # DDP: ranks see a signal at different batches (or only one rank gets it), and
-            # saving a checkpoint is a collective: all ranks must stop at the same batch.
-            stop = trainer.strategy.reduce_boolean_decision(requested is not None, all=False)
-        else:
-            stop = requested is not None
-        if not stop:
+            # Under DDP a signal may reach one rank only, and saving a checkpoint is collective
+            # (a barrier): every rank learns of the request at the same batch (Lightning itself
+            # broadcasts its SIGTERM flag every step the same way).
+            flag = torch.tensor([requested or 0], device=pl_module.device)
+            requested = int(trainer.strategy.reduce(flag, reduce_op="max").item()) or None
+        if requested is None:
             return
         path = self.checkpoint_dir / "last.ckpt"
-        trainer.save_checkpoint(path)  # rank 0 writes; a barrier on every rank
+        trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             self.on_saved(path)
         if trainer.world_size > 1:
-            trainer.strategy.barrier("seqbench.interrupt")  # children exit after the upload
+            trainer.strategy.barrier("seqbench.interrupt")  # other ranks exit after the upload
         raise RunInterrupted(
-            requested if requested is not None else int(signal.SIGTERM),
+            requested,
             f"at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}; checkpoint {path}",
         )
 

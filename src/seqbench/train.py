@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import cluster, ddp, lineage, plots, resume, tracking
+from seqbench import cluster, ddp, lineage, mlflow_model, plots, resume, tracking
 from seqbench.callbacks import (
     EpochTimer,
     HeartbeatEachEpoch,
@@ -464,8 +464,11 @@ def _fit_and_test(
         if ckpt_path:
             log.info("rank %d continues from %s (rank 0 decided)", rank_zero_only.rank, ckpt_path)
     try:
+        launch = tracked.resumed if tracked else 0
         with ddp.one_job_per_child(trainer):  # DDP children run this multirun job only
-            return _run_trainer(cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard)
+            return _run_trainer(
+                cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard, launch
+            )
     finally:
         if task.batch_splitter is not None:  # stop its threads: a multirun builds many tasks
             task.batch_splitter.close()
@@ -480,7 +483,10 @@ def _run_trainer(
     run_id,
     ckpt_path: str | None,
     guard: SignalGuard,
+    launch: int = 0,
 ) -> dict[str, float]:
+    """Fit, test, log the run-level metrics. They are logged at step ``launch`` (0, then the
+    resume count), so a resumed run adds a point instead of a second one at the same step."""
     fit_started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
@@ -512,11 +518,12 @@ def _run_trainer(
             )
 
     if client is not None:
-        client.log_metric(run_id, "perf/fit_seconds", fit_seconds)
+        client.log_metric(run_id, "perf/fit_seconds", fit_seconds, step=launch)
         if "val/acc_best" in metrics:
-            client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"])
+            client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"], step=launch)
         if best_path:
             client.log_artifact(run_id, best_path, artifact_path="checkpoints")
+        mlflow_model.log_run_model(client, run_id, cfg, task, datamodule, best_path)
         log.info("finished: %s", {k: round(v, 4) for k, v in sorted(metrics.items()) if "/" in k})
     return metrics
 

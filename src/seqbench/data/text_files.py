@@ -28,6 +28,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from seqbench.data.archive import file_sha256
 from seqbench.data.corpus import (
     EncodedCorpus,
     EncodedSplit,
@@ -85,14 +86,6 @@ def detect_format(path: str | Path, fmt: str | None = None) -> tuple[str, bool]:
             f"{', '.join(FORMATS)}"
         )
     return _EXTENSIONS[ext], gz
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_exists(path: str | Path, role: str) -> Path:

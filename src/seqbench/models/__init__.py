@@ -6,12 +6,14 @@ They know nothing of training; ``seqbench.task`` owns the loss, metrics and opti
 from seqbench.models.classifier import SequenceClassifier
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
 from seqbench.models.init import INIT_SCHEMES, keras_init
+from seqbench.models.pooled import PooledRNNEncoder
 from seqbench.models.recurrent import KerasLSTM
 
 __all__ = [
     "SequenceClassifier",
     "LSTMEncoder",
     "ConvLSTMEncoder",
+    "PooledRNNEncoder",
     "KerasLSTM",
     "keras_init",
     "INIT_SCHEMES",

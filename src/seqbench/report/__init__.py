@@ -1,0 +1,102 @@
+"""``seqbench-report``: the paper-style comparison table, built from an experiment's MLflow runs.
+
+    seqbench-report --experiment imdb --latest-sweep --reference conf/reference/published.yaml
+    seqbench-report --experiment imdb --sweep-id 2026-01-02_03-04-05 --group-by model.arch,data.padding
+    seqbench-report --experiment synthetic --filter "params.trainer.max_epochs = '10'"
+
+Runs are read only through MLflow's API, so any tracking URI works (SQLite file, server).
+The Markdown document goes to stdout (pipeable); progress and errors go to stderr. Files written
+to ``--out``: ``table.md``, ``table.csv``, ``table.tex``, ``curves.png`` and ``runs.csv`` (one row
+per included run, for auditing). The same files are logged to a *summary run* in the experiment
+(run name ``report-<sweep id or all>``, tag ``seqbench.kind=report``), which later reports skip.
+
+Conventions, stated once because the files outlive this code:
+
+- Accuracies in the DataFrame and in the CSV files are fractions in [0, 1], as logged;
+  Markdown and LaTeX show percentages.
+- ``test_acc_std`` is the sample standard deviation (ddof=1) over the group's runs. For a single
+  run it is blank (NaN in the DataFrame, an empty CSV cell), not 0: one run says nothing about spread.
+- ``val_acc_best_mean``: mean over runs of ``val/acc_best``. ``params``: mean of
+  ``model/trainable_params`` (identical across seeds). ``epochs``: mean over runs of the number of
+  ``val/acc`` points (``trainer.max_epochs`` when a run has no history); it can be fractional when
+  early stopping ends seeds at different epochs. ``sec_per_epoch``: mean over runs of each run's
+  mean ``perf/epoch_seconds`` (training steps only, validation excluded).
+- Published reference rows (``--reference``) appear in Markdown and LaTeX only, marked
+  "published"; ``table.csv`` holds measured rows only, so its columns are exactly the grouping
+  keys plus ``COLUMNS``: ``n, test_acc_mean, test_acc_std, val_acc_best_mean, params, epochs,
+  sec_per_epoch``, then the statistics over seeds (``seqbench.report.statistics``):
+  ``test_acc_ci_low, test_acc_ci_high`` (95% Student-t interval, blank for one run) and, with
+  ``--baseline``, ``diff_vs_baseline, p_value`` (Welch, two-sided) and ``diff_boot_low,
+  diff_boot_high`` (bootstrap interval of the difference, rows with >= 5 runs only).
+- Runs that are not FINISHED, lack ``test/acc`` or lack a grouping key are never dropped silently:
+  they are listed under "Not included" with their status and reason.
+
+Modules: ``core`` (constants, ``Report``, ``ReportError``), ``query`` (MLflow selection, runs ->
+records, stale and excluded runs, the aggregation), ``reference`` (published rows), ``render``
+(Markdown, LaTeX), ``plots`` (curves figure), ``output`` (files, summary run), ``cli``. Every
+public name is re-exported here, so ``from seqbench.report import ...`` keeps working.
+"""
+
+from seqbench.report.cli import main, parse_args
+from seqbench.report.core import (
+    COLUMNS,
+    DEFAULT_GROUP_BY,
+    DEFAULT_METRIC,
+    MAX_TAG_VALUE,
+    OUTPUT_FILES,
+    REPORT_KIND,
+    REPORT_KIND_TAG,
+    Excluded,
+    Reference,
+    Report,
+    ReportError,
+)
+from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
+from seqbench.report.plots import plot_curves
+from seqbench.report.query import (
+    build_table,
+    default_tracking_uri,
+    latest_sweep_id,
+    metric_column,
+    open_client,
+)
+from seqbench.report.reference import load_reference, resolve_reference_path
+from seqbench.report.render import (
+    HEADERS,
+    latex_escape,
+    render_latex,
+    render_markdown,
+    render_table_markdown,
+)
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_GROUP_BY",
+    "DEFAULT_METRIC",
+    "HEADERS",
+    "MAX_TAG_VALUE",
+    "OUTPUT_FILES",
+    "REPORT_KIND",
+    "REPORT_KIND_TAG",
+    "Excluded",
+    "Reference",
+    "Report",
+    "ReportError",
+    "build_table",
+    "default_out_dir",
+    "default_tracking_uri",
+    "latest_sweep_id",
+    "latex_escape",
+    "load_reference",
+    "log_summary_run",
+    "main",
+    "metric_column",
+    "open_client",
+    "parse_args",
+    "plot_curves",
+    "render_latex",
+    "render_markdown",
+    "render_table_markdown",
+    "resolve_reference_path",
+    "write_outputs",
+]

@@ -1,0 +1,142 @@
+"""``seqbench-report``'s command line: arguments, then query -> files -> summary run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from seqbench import registry
+from seqbench.heartbeat import DEFAULT_STALE_AFTER
+from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, ReportError
+from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
+from seqbench.report.query import build_table, default_tracking_uri, open_client
+from seqbench.report.reference import load_reference, resolve_reference_path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="seqbench-report",
+        description="Paper-style comparison table (Markdown to stdout; CSV, LaTeX and a curves "
+        "figure to --out) from an experiment's MLflow runs, logged as a summary run too.",
+    )
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name (e.g. imdb)")
+    sweep = parser.add_mutually_exclusive_group()
+    sweep.add_argument("--sweep-id", help="only runs of this multirun (tag sweep_id)")
+    sweep.add_argument(
+        "--latest-sweep",
+        action="store_true",
+        help="only runs of the most recently started sweep (matching --filter)",
+    )
+    parser.add_argument(
+        "--filter",
+        dest="filter_string",
+        help="extra MLflow search filter, e.g. \"params.data.padding = 'pre'\"",
+    )
+    parser.add_argument(
+        "--group-by",
+        default=",".join(DEFAULT_GROUP_BY),
+        help="comma-separated keys: params (model.arch, data.padding) or tags (model); "
+        "prefix params./tags. to disambiguate (default: model)",
+    )
+    parser.add_argument(
+        "--metric",
+        default=DEFAULT_METRIC,
+        help="rank the groups by this logged metric, e.g. test/f1 (macro-F1 for many classes), "
+        "shown beside test accuracy (default: test/acc)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="ROW",
+        help="compare every row with this one (e.g. lstm; 'lstm / 2' with two grouping keys): "
+        "difference of mean test accuracy and Welch's two-sided t-test over seeds",
+    )
+    parser.add_argument(
+        "--reference",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="YAML",
+        help="add published figures; without a value, the bundled conf/reference/published.yaml",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<project>/outputs/mlflow/mlflow.db)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: <project>/outputs/reports/<experiment>[/<sweep id>])",
+    )
+    parser.add_argument(
+        "--no-summary-run", action="store_true", help="do not log the report as an MLflow run"
+    )
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best run by validation accuracy (val/acc_best, never test) as a new "
+        "version of model NAME with the alias champion",
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_AFTER,
+        metavar="SECONDS",
+        help="a RUNNING run on another host without a heartbeat for this long is listed as stale "
+        f"(default {DEFAULT_STALE_AFTER:.0f}; on this host a run is stale once its process is gone)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: 0 on success, 1 with a one-line message for user errors."""
+    args = parse_args(argv)
+    try:
+        reference = (
+            load_reference(resolve_reference_path(args.reference or None))
+            if args.reference is not None
+            else []
+        )
+        client = open_client(args.tracking_uri or default_tracking_uri())
+        report = build_table(
+            client,
+            args.experiment,
+            sweep_id=args.sweep_id,
+            filter_string=args.filter_string,
+            group_by=args.group_by,
+            latest_sweep=args.latest_sweep,
+            stale_after=args.stale_after,
+            metric=args.metric,
+            baseline=args.baseline,
+        )
+        out = args.out or default_out_dir(report.experiment, report.sweep_id)
+        files = write_outputs(report, out, reference)
+        markdown = files["table.md"].read_text(encoding="utf-8")
+        print(markdown, end="", flush=True)
+        print(f"seqbench-report: wrote {', '.join(files)} to {out}", file=sys.stderr)
+        if not args.no_summary_run:
+            run_id = log_summary_run(client, report, files, markdown)
+            print(
+                f"seqbench-report: summary run report-{report.sweep_id or 'all'} ({run_id}) in "
+                f"experiment {report.experiment!r}",
+                file=sys.stderr,
+            )
+        registry.after_report(client, report, args.register, files["table.md"])
+    except ReportError as exc:
+        print(f"seqbench-report: error: {exc}", file=sys.stderr)
+        return 1
+    except MlflowException as exc:
+        print(f"seqbench-report: error: MLflow: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Model Registry and serving: ``seqbench-report --register`` picks the champion by validation
+accuracy, then a real ``mlflow models serve --env-manager local`` on 127.0.0.1 answers
+``POST /invocations`` for ``models:/NAME@champion``.
+
+Two real (tiny) runs are trained into a real SQLite store. Their final ``val/acc_best`` and
+``test/acc`` are then *overwritten* with crafted values through the real ``MlflowClient`` (one more
+value logged at a later step, which MLflow reports as the latest), so that validation accuracy
+and test accuracy disagree on the best run: a registry that looked at test accuracy would pick
+the other run. The weights, logged models and everything else are the runs' own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from helpers import make_config
+from seqbench import report
+from seqbench.inference import Predictor
+from seqbench.train import train
+
+TINY = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
+NAME = "synthetic-lstm"
+TEXTS = ["5 3 9 4 7 8", "4 6 6 3 9", ""]
+# run -> (crafted val/acc_best, crafted test/acc): val picks "chosen", test would pick "decoy"
+CRAFTED = {"chosen": (0.91, 0.55), "decoy": (0.62, 0.97)}
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("serving")
+    runs = {}
+    for seed, role in ((1, "decoy"), (2, "chosen")):
+        # The pre-padded default of IMDB, so the served path is the exact-length batching one.
+        cfg = make_config(root, [*TINY, f"seed={seed}", "trainer.max_epochs=1", "data.padding=pre"])
+        runs[role] = train(cfg).run_id
+    uri = cfg.logger.tracking_uri
+    client = MlflowClient(uri)
+    for role, values in CRAFTED.items():
+        for key, value in zip(("val/acc_best", "test/acc"), values, strict=True):
+            last = max(m.step for m in client.get_metric_history(runs[role], key))
+            client.log_metric(runs[role], key, value, step=last + 1)
+    out = root / "report"
+    code = report.main(
+        [
+            "--experiment",
+            "synthetic",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(out),
+            "--register",
+            NAME,
+        ]
+    )
+    assert code == 0
+    return {"uri": uri, "runs": runs, "root": root, "table": out / "table.md"}
+
+
+def test_register_picks_the_best_validation_run_not_the_best_test_run(registered, capsys):
+    client = MlflowClient(registered["uri"])
+    metrics = {r: client.get_run(registered["runs"][r]).data.metrics for r in CRAFTED}
+    assert metrics["decoy"]["test/acc"] > metrics["chosen"]["test/acc"]  # test would pick decoy
+    assert metrics["chosen"]["val/acc_best"] > metrics["decoy"]["val/acc_best"]
+
+    version = client.get_model_version_by_alias(NAME, "champion")
+    assert version.run_id == registered["runs"]["chosen"]
+    run = client.get_run(version.run_id)
+    assert version.source == f"models:/{run.outputs.model_outputs[0].model_id}"
+    assert "val/acc_best = 0.9100" in version.description
+    assert str(registered["table"]) in version.description
+    assert "all runs (no sweep selected)" in version.description
+
+    # Registering again makes a new version and moves the alias to it.
+    assert (
+        report.main(
+            [
+                "--experiment",
+                "synthetic",
+                "--tracking-uri",
+                registered["uri"],
+                "--out",
+                str(registered["root"] / "report2"),
+                "--no-summary-run",
+                "--register",
+                NAME,
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "#/experiments/" in err and "workflowType=machine_learning" in err
+    again = client.get_model_version_by_alias(NAME, "champion")
+    assert int(again.version) == int(version.version) + 1
+    assert again.run_id == registered["runs"]["chosen"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(registered):
+    """``mlflow models serve -m models:/NAME@champion --env-manager local``; stopped afterwards."""
+    port = _free_port()
+    log_path = registered["root"] / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # MLflow starts the server as `bash -c "exec uvicorn ..."`: uvicorn must be on PATH,
+        # which it is not when the virtual environment is used without being activated.
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": registered["uri"],
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        },
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{base}/ping", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow models serve did not start:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _invoke(base: str, payload: dict) -> requests.Response:
+    return requests.post(f"{base}/invocations", json=payload, timeout=30)
+
+
+def test_served_champion_answers_inputs_and_dataframe_split_alike(registered, served):
+    by_inputs = _invoke(served, {"inputs": TEXTS})
+    by_split = _invoke(
+        served, {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}}
+    )
+    assert by_inputs.status_code == 200, by_inputs.text[:500]
+    assert by_split.status_code == 200, by_split.text[:500]
+    rows = by_inputs.json()["predictions"]
+    assert rows == by_split.json()["predictions"]
+    assert [sorted(r) for r in rows] == [
+        sorted(["label", "prob_B first", "prob_A first", "tokens", "truncated"])
+    ] * len(TEXTS)
+
+    # The same numbers as scoring the champion's model folder directly.
+    import mlflow
+
+    mlflow.set_tracking_uri(registered["uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model()
+    assert isinstance(model.predictor, Predictor)
+    expected = model.predictor.predict(TEXTS)
+    np.testing.assert_allclose(
+        [r["prob_A first"] for r in rows], expected["prob_A first"], rtol=0, atol=1e-6
+    )
+    assert [r["label"] for r in rows] == expected["label"].tolist()
+
+
+def test_served_model_refuses_a_non_string_in_a_dataframe_with_a_clear_400(served):
+    response = _invoke(served, {"dataframe_split": {"columns": ["text"], "data": [["5 3"], [7]]}})
+    assert response.status_code == 400, response.text[:500]
+    assert "row 1: expected a string, got int 7" in response.json()["message"]
+
+
+def test_served_inputs_list_has_json_numbers_turned_into_text_by_mlflow(served):
+    """Pins an MLflow 3.17 behaviour the README warns about: its parser makes ``inputs`` a
+    numpy string array, so a JSON number arrives as its text ("7") and is scored as such."""
+    mixed = _invoke(served, {"inputs": ["5 3", 7]}).json()["predictions"]
+    as_text = _invoke(served, {"inputs": ["5 3", "7"]}).json()["predictions"]
+    assert mixed == as_text
+
+
+def test_champion_loads_by_alias_in_seqbench_predict(registered, capsys, monkeypatch):
+    from seqbench import predict
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    assert predict.main(["--model", f"models:/{NAME}@champion", "--format", "csv", "5 3"]) == 0
+    assert capsys.readouterr().out.startswith("label,prob_B first,prob_A first")
+
+
+def test_readme_curl_line_matches_the_served_format():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "mlflow models serve -m models:/" in readme and "--env-manager local" in readme
+    assert '{"inputs": [' in readme and "/invocations" in readme
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def ui_server(registered):
+    """``mlflow server`` over the registered store (the UI a researcher opens with make ui)."""
+    port = _free_port()
+    log_path = registered["root"] / "ui.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            registered["uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _dom(url: str, profile: Path) -> str:
+    """The rendered page in headless Chromium with a fresh profile (a first-time visitor)."""
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=3000,1000",  # wide enough for the runs table's Models column
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done.stdout
+
+
+def test_printed_link_opens_the_training_runs_view_with_the_model_column(
+    registered, ui_server, tmp_path
+):
+    if CHROMIUM is None:
+        if os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required here (SEQBENCH_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip(
+            "chromium not installed (make test installs Debian's chromium when run as root)"
+        )
+    from seqbench.registry import runs_view_url
+
+    client = MlflowClient(registered["uri"])
+    experiment_id = client.get_experiment_by_name("synthetic").experiment_id
+    port = int(ui_server.rsplit(":", 1)[1])
+    link = runs_view_url(registered["uri"], experiment_id, port)
+    dom = _dom(link, tmp_path / "fresh")
+    (tmp_path / "training-view.html").write_text(dom)
+    assert "lstm-seed1" in dom and "lstm-seed2" in dom, dom[:500]
+    assert "Model registry" in dom  # the "Model training" sidebar
+    assert "Observability" not in dom  # an item of the GenAI sidebar only
+    model_ids = {
+        o.model_id
+        for r in registered["runs"].values()
+        for o in client.get_run(r).outputs.model_outputs
+    }
+    linked = {m for m in model_ids if f"#/experiments/{experiment_id}/models/{m}" in dom}
+    assert linked == model_ids  # each run's logged model in the Models column
+
+    # Why the link carries workflowType: the plain URL, in a fresh browser, is GenAI mode.
+    plain = _dom(f"{ui_server}/#/experiments/{experiment_id}/runs", tmp_path / "fresh2")
+    assert "Observability" in plain
