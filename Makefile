@@ -16,10 +16,19 @@ MLFLOW_DB := $(CURDIR)/outputs/mlflow/mlflow.db
 # installs it with apt-get when missing; elsewhere that test skips with the reason.
 INSTALL_BROWSER ?= $(if $(CI),1,0)
 
+# The cluster tests start a real PostgreSQL (team tracking server) and a single-node SLURM
+# from Debian's packages. CI (CI=true) or INSTALL_CLUSTER=1 installs them with apt-get when
+# missing; elsewhere those tests skip with the reason.
+INSTALL_CLUSTER ?= $(if $(CI),1,0)
+CLUSTER_PACKAGES := postgresql slurm-wlm munge
+# Optional extras installed into .venv/: the submitit launcher and the PostgreSQL driver are
+# exercised by the test suite.
+EXTRAS ?= dev,slurm,postgres
+
 KERAS_VENV := benchmarks/.venv-keras
 SEEDS ?= 1,2,3
 
-.PHONY: help install browser test lint format demo reproduce ui serve bench bench-env clean
+.PHONY: help install browser cluster-deps tracking-server test lint format demo reproduce ui serve bench bench-env clean
 
 help:
 	@echo "make demo       offline demo: small sweep on generated data, prints the comparison table"
@@ -28,13 +37,14 @@ help:
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
 	@echo "make serve      serve a model: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001"
 	@echo "make bench      speed benchmark: seqbench vs plain PyTorch vs the Keras seed (SEEDS=1,2,3)"
+	@echo "make tracking-server  team MLflow tracking server on PostgreSQL, proxied artifacts (README: Team setup)"
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 browser:
@@ -44,7 +54,18 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "note: chromium not installed; the MLflow UI browser test will skip (INSTALL_BROWSER=1 installs it)"; fi
 
-test: install browser
+cluster-deps:
+	@missing=""; \
+	command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v slurmctld >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
+	command -v munged >/dev/null 2>&1 || missing="$$missing munge"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$(INSTALL_CLUSTER)" = 1 ]; then \
+	  echo "installing Debian's$$missing for the team-server and SLURM tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CLUSTER_PACKAGES) >/dev/null; \
+	else echo "note:$$missing not installed; the PostgreSQL/SLURM tests will skip (INSTALL_CLUSTER=1 installs them)"; fi
+
+test: install browser cluster-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -63,6 +84,10 @@ demo: install
 reproduce: install
 	$(BIN)/seqbench-train -m experiment=paper_table $(if $(IMDB_ARCHIVE),data.archive=$(IMDB_ARCHIVE),)
 	$(BIN)/seqbench-report --experiment imdb --latest-sweep --reference conf/reference/published.yaml
+
+# The team tracking server (README "Team setup"): PostgreSQL backend store, proxied artifacts.
+tracking-server: install
+	PORT=$(PORT) scripts/team_server.sh
 
 ui: install
 	@mkdir -p $(dir $(MLFLOW_DB))

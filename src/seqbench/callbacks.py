@@ -41,6 +41,8 @@ class EpochTimer(L.Callback):
         self._start = self._end = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._start == 0.0:  # resumed mid-epoch: Lightning skips on_train_epoch_start
+            self._start = self._end = time.perf_counter()
         if self._first_step is None:
             started = self.origin if self.origin is not None else process_start_time()
             self._first_step = time.time() - started if started is not None else float("nan")
@@ -55,6 +57,7 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = max(self._end - self._start, 1e-9)
+        self._start = 0.0
         pl_module.log("perf/epoch_seconds", seconds, on_epoch=True, on_step=False)
         if self._first_step is not None and not self._first_step_logged:
             # once per launch: a resumed run logs it again, at the epoch it resumed in

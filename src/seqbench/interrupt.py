@@ -1,4 +1,4 @@
-"""Stop cleanly on SIGTERM, SIGINT and SIGUSR1: checkpoint, mark the run KILLED, exit.
+"""Stop cleanly on SIGTERM, SIGINT, SIGUSR1 and SIGUSR2: checkpoint, mark the run KILLED, exit.
 
 Schedulers warn before they preempt (SLURM sends SIGUSR1 or SIGTERM ahead of the kill), laptops
 get Ctrl-C. While ``trainer.fit`` runs, a signal only sets a flag; at the end of the current
@@ -25,7 +25,13 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# USR2: submitit's default preemption signal (seqbench's cluster launchers use USR1).
+SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 
 
 class RunInterrupted(BaseException):  # noqa: N818 - it is not an error
@@ -118,7 +124,23 @@ class StopOnSignal(L.Callback):
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             self.on_saved(path)
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("seqbench.interrupt")  # other ranks exit after the upload
         raise RunInterrupted(
             requested,
             f"at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}; checkpoint {path}",
         )
+
+
+def hand_over(signum: int) -> None:
+    """Pass a signal seqbench has acted on to the handler that was installed before the run.
+
+    Under submitit (``hydra/launcher=slurm``) that is submitit's preemption handler: it calls the
+    launcher's ``checkpoint`` and requeues the job (it exits the process itself), and the
+    requeued job continues the same MLflow run. Default handlers are left alone: the caller
+    exits with 128 + signum.
+    """
+    handler = signal.getsignal(signum)
+    if callable(handler) and handler is not signal.default_int_handler:
+        log.info("handing %s over to %s", signal.Signals(signum).name, handler)
+        handler(signum, None)

@@ -51,3 +51,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver(
         "seqbench.uid", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True
     )
+    from seqbench import cluster  # the job shape of hydra/launcher=slurm
+
+    OmegaConf.register_new_resolver("seqbench.tasks_per_node", cluster.tasks_per_node, replace=True)
+    OmegaConf.register_new_resolver("seqbench.gpus_per_node", cluster.gpus_per_node, replace=True)

@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import lineage, mlflow_model, plots, resume, tracking
+from seqbench import cluster, ddp, lineage, mlflow_model, plots, resume, tracking
 from seqbench.callbacks import (
     EpochTimer,
     HeartbeatEachEpoch,
@@ -40,7 +40,7 @@ from seqbench.callbacks import (
 from seqbench.data.archive import ArchiveError
 from seqbench.hardware import release_freed_memory
 from seqbench.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, identity_tags
-from seqbench.interrupt import RunInterrupted, SignalGuard, StopOnSignal
+from seqbench.interrupt import RunInterrupted, SignalGuard, StopOnSignal, hand_over
 from seqbench.jobs import JOB_KEY_TAG, job_key, result_params
 from seqbench.parallel import BatchSplitter
 from seqbench.paths import config_dir, project_root, register_resolvers
@@ -209,8 +209,15 @@ def train(cfg: DictConfig) -> TrainResult:
         if store is not None:
             planned = _plan_run(cfg, *store)
             if isinstance(planned, TrainResult):
+                ddp.publish_decision(cfg.paths.output_root, skip=True, ckpt_path=None)
                 return planned  # finished earlier: skipped
             tracked = _start_run(cfg, planned, datamodule, plan)
+            ddp.publish_decision(cfg.paths.output_root, False, tracked.ckpt_path)
+        elif ddp.slurm_ranks():  # SLURM tasks are not rank 0's children: read its decision
+            decision = ddp.await_decision(cfg.paths.output_root)
+            if decision["skip"]:
+                return TrainResult(None, {}, skipped=True)
+            os.environ[_RESUME_CKPT_ENV] = decision["ckpt_path"] or ""
         try:
             with _heartbeat(cfg, tracked) as beat:
                 metrics = _fit_and_test(cfg, datamodule, tracked, run_origin, plan, guard, beat)
@@ -296,6 +303,7 @@ def _start_run(cfg: DictConfig, planned: PlannedRun, datamodule, plan: CpuPlan) 
     launch_tags = {
         **_hydra_tags(),
         **identity_tags(),
+        **cluster.scheduler_tags(),
         "torch.num_threads": str(plan.threads_per_split),
         "batch_split": str(plan.batch_split),
         "data.fingerprint": datamodule.fingerprint,
@@ -453,11 +461,14 @@ def _fit_and_test(
         os.environ[_RESUME_CKPT_ENV] = ckpt_path or ""
     else:
         ckpt_path = os.environ.get(_RESUME_CKPT_ENV) or cfg.get("ckpt_path")
+        if ckpt_path:
+            log.info("rank %d continues from %s (rank 0 decided)", rank_zero_only.rank, ckpt_path)
     try:
         launch = tracked.resumed if tracked else 0
-        return _run_trainer(
-            cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard, launch
-        )
+        with ddp.one_job_per_child(trainer):  # DDP children run this multirun job only
+            return _run_trainer(
+                cfg, trainer, task, datamodule, client, run_id, ckpt_path, guard, launch
+            )
     finally:
         if task.batch_splitter is not None:  # stop its threads: a multirun builds many tasks
             task.batch_splitter.close()
@@ -532,6 +543,7 @@ def main(cfg: DictConfig) -> Any:
         sys.exit(2)
     except RunInterrupted as exc:
         log.warning("%s; run the same command again to resume", exc)
+        hand_over(exc.signum)  # under submitit: requeue the job (it resumes this run)
         sys.exit(128 + exc.signum)
     key = cfg.get("optimized_metric")
     return result.metrics.get(key) if key else None

@@ -1,0 +1,218 @@
+"""The team tracking server for real: PostgreSQL on 127.0.0.1 in a temporary folder, `mlflow
+server` on it with proxied artifacts (scripts/team_server.sh), a parallel sweep over HTTP."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from mlflow import MlflowClient
+
+from helpers import REPO, cli_env
+from test_sweeps import TINY
+
+REQUIRE_POSTGRES = os.environ.get("SEQBENCH_REQUIRE_POSTGRES") == "1"
+SCRIPTS = REPO / "scripts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_missing() -> str | None:
+    if not (shutil.which("pg_ctl") or glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")):
+        return "PostgreSQL not installed (apt-get install postgresql; CI=true make test does)"
+    if shutil.which("psql") is None:
+        return "psql not installed (apt-get install postgresql-client)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "runuser missing: PostgreSQL refuses root and needs the postgres user"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the PostgreSQL driver is missing: pip install -e '.[postgres]'"
+    return None
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{base}/health", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def team_server():
+    """PostgreSQL + `scripts/team_server.sh` on free loopback ports; both stopped afterwards.
+    Yields (tracking URI, artifact folder)."""
+    if reason := _postgres_missing():
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required here (SEQBENCH_REQUIRE_POSTGRES=1): {reason}")
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="seqbench-team-"))
+    folder.chmod(0o755)  # the postgres user owns the cluster below it
+    pg = folder / "postgres"
+    started = subprocess.run(
+        [str(SCRIPTS / "postgres_local.sh"), "start", str(pg), str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    log = folder / "server.log"
+    proc = None
+    try:
+        assert started.returncode == 0, started.stderr + _tail(pg / "postgres.log")
+        port = _free_port()
+        env = {
+            **os.environ,
+            "MLFLOW_BACKEND_STORE_URI": started.stdout.strip(),
+            "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts"),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WORKERS": "2",
+            "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
+        }
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [str(SCRIPTS / "team_server.sh")],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc, log)
+        yield base, folder / "artifacts"
+    finally:
+        if proc is not None:
+            stop(proc)
+        subprocess.run([str(SCRIPTS / "postgres_local.sh"), "stop", str(pg)], timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text()[-2000:] if path.is_file() else ""
+
+
+@pytest.mark.slow
+def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server, tmp_path):
+    base, artifact_folder = team_server
+    env = {**cli_env(tmp_path), "MLFLOW_TRACKING_URI": base}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqbench.train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=3",
+            "seed=1,2,3",
+            "logger.experiment_name=team",
+            *TINY,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert not (tmp_path / "outputs" / "mlflow").exists()  # nothing went to a local store
+
+    client = MlflowClient(base)
+    exp = client.get_experiment_by_name("team")
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2", "3"]
+    for run in runs:
+        run_id = run.info.run_id
+        for key in ("train/loss", "val/acc", "val/loss", "perf/epoch_seconds"):
+            history = client.get_metric_history(run_id, key)
+            assert sorted(m.step for m in history) == [m.step for m in history], key
+            assert len({m.step for m in history}) == 2, key  # both epochs, none lost
+        (ckpt,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+        local = client.download_artifacts(run_id, ckpt, str(tmp_path / run_id))
+        state = torch.load(local, map_location="cpu", weights_only=False)
+        assert state["epoch"] >= 0 and state["state_dict"]
+    # The files live in the server's artifact folder, not on the client.
+    assert len(list(artifact_folder.rglob("*.ckpt"))) >= 3
+
+    report = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "seqbench-report"),
+            "--experiment",
+            "team",
+            "--latest-sweep",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = (tmp_path / "report" / "table.md").read_text()
+    (row,) = [line for line in table.splitlines() if line.startswith("| lstm")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["lstm", "3"], table  # all three runs, read over HTTP
+
+
+@pytest.mark.slow
+def test_short_load_loses_no_point_and_leaves_the_server_healthy(team_server, tmp_path):
+    """benchmarks/tracking_load.py, short: 4 processes x 5 s logging at full speed (the
+    8 x 60 s figures are in docs/benchmarks.md)."""
+    base, _ = team_server
+    out = tmp_path / "load.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "tracking_load.py"),
+            "--tracking-uri",
+            base,
+            "--processes",
+            "4",
+            "--seconds",
+            "5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["points_logged"] > 0 and result["lost"] == 0 and result["healthy_after"]
+    assert result["processes"] == 4
