@@ -157,9 +157,8 @@ def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server
     for run in runs:
         run_id = run.info.run_id
         for key in ("train/loss", "val/acc", "val/loss", "perf/epoch_seconds"):
-            history = client.get_metric_history(run_id, key)
-            assert sorted(m.step for m in history) == [m.step for m in history], key
-            assert len({m.step for m in history}) == 2, key  # both epochs, none lost
+            history = client.get_metric_history(run_id, key)  # in no promised order
+            assert len(history) == 2 and len({m.step for m in history}) == 2, key  # none lost
         (ckpt,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
         local = client.download_artifacts(run_id, ckpt, str(tmp_path / run_id))
         state = torch.load(local, map_location="cpu", weights_only=False)
