@@ -26,7 +26,7 @@ from helpers import (
     wait_until,
 )
 from seqbench import predict
-from seqbench.heartbeat import HOST_TAG
+from seqbench.heartbeat import HOST_TAG, process_start_time
 from seqbench.jobs import JOB_KEY_TAG, job_key, params_diff, result_params
 from seqbench.report import build_table
 from seqbench.resume import RESUME_COUNT_TAG
@@ -308,3 +308,36 @@ def test_a_killed_run_is_reported_stale_and_resumable(tmp_path):
     rc, log = run_cli_to_end([*args, "heartbeat.stale_after=3"], tmp_path)  # resume picks it up
     assert rc == 0, log[-3000:]
     assert MlflowClient(client.tracking_uri).get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_sweep_leaves_a_job_running_elsewhere_to_its_owner(tmp_path):
+    """Several machines may run the same sweep: a job that a live process is training is
+    skipped with one line (not retrained, not an error); a single launch of it is refused."""
+    tiny = [
+        *SLOW_SYNTHETIC,
+        "data.n_train=300",
+        "trainer.max_epochs=1",
+        "logger.experiment_name=shared",
+    ]
+    rc, log = run_cli_to_end([*tiny, "seed=1"], tmp_path)
+    assert rc == 0, log[-3000:]
+    (done,) = experiment_runs(tmp_path, "shared")
+    # The same job, RUNNING in a live process (this test's own), as a launch elsewhere leaves it.
+    client = store(tmp_path)
+    owner = client.create_run(done.info.experiment_id, run_name="lstm-seed1")
+    for key, value in done.data.tags.items():
+        if key.startswith(("seqbench.", "model", "seed")):
+            client.set_tag(owner.info.run_id, key, value)
+    client.set_tag(owner.info.run_id, "seqbench.pid", str(os.getpid()))
+    client.set_tag(owner.info.run_id, "seqbench.pid_start", f"{process_start_time():.0f}")
+    client.delete_run(done.info.run_id)
+
+    rc, log = run_cli_to_end(["-m", *tiny, "seed=1,2"], tmp_path)
+    assert rc == 0, log[-3000:]
+    assert f"skip lstm-seed1: this job is already running as MLflow run {owner.info.run_id}" in log
+    runs = {r.data.tags["seed"]: r for r in experiment_runs(tmp_path, "shared")}
+    assert runs["1"].info.run_id == owner.info.run_id and runs["1"].info.status == "RUNNING"
+    assert runs["2"].info.status == "FINISHED"
+
+    refused, log = run_cli_to_end([*tiny, "seed=1"], tmp_path)
+    assert refused == 2 and "already running" in log

@@ -44,6 +44,14 @@ class ResumeError(RuntimeError):
     """This launch cannot decide or do what ``resume=`` asks (clear message, nothing written)."""
 
 
+class RunningElsewhere(ResumeError):
+    """The job is being trained right now by another live process (this host or another)."""
+
+    def __init__(self, message: str, run: Run) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 @dataclass(frozen=True)
 class ResumePlan:
     action: str  # "new" | "skip" | "resume"
@@ -106,9 +114,10 @@ def _decide(runs: list[Run], stale_after: float) -> ResumePlan:
         if status == "RUNNING":
             alive = liveness(run, stale_after)
             if alive.alive:
-                raise ResumeError(
+                raise RunningElsewhere(
                     f"this job is already running as MLflow run {run.info.run_id} "
-                    f"({alive.reason}); wait for it, or launch with resume=never for a separate run"
+                    f"({alive.reason}); wait for it, or launch with resume=never for a separate run",
+                    run,
                 )
             return ResumePlan("resume", run, f"RUNNING but dead: {alive.reason}")
         if status in _RESUMABLE:

@@ -271,14 +271,21 @@ def _plan_run(cfg: DictConfig, client: Any, experiment_id: str) -> PlannedRun | 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     key = job_key(resolved)
     heartbeat_cfg = cfg.get("heartbeat") or {}
-    decision = resume.plan(
-        client,
-        experiment_id,
-        key,
-        str(cfg.get("resume", "auto")),
-        result_params(resolved),
-        float(heartbeat_cfg.get("stale_after", DEFAULT_STALE_AFTER)),
-    )
+    try:
+        decision = resume.plan(
+            client,
+            experiment_id,
+            key,
+            str(cfg.get("resume", "auto")),
+            result_params(resolved),
+            float(heartbeat_cfg.get("stale_after", DEFAULT_STALE_AFTER)),
+        )
+    except resume.RunningElsewhere as exc:
+        if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+            raise  # a single launch says so and stops
+        # Sweeps launched on several machines share the work: leave this job to its owner.
+        log.info("skip %s: %s", cfg.logger.run_name, exc)
+        return TrainResult(exc.run.info.run_id, {}, skipped=True)
     if decision.action != "skip":
         return PlannedRun(client, experiment_id, resolved, key, decision)
     run = decision.run
