@@ -16,6 +16,15 @@ REPORT_KIND_TAG = "seqbench.kind"
 REPORT_KIND = "report"
 DEFAULT_GROUP_BY: tuple[str, ...] = ("model",)
 DEFAULT_METRIC = "test/acc"
+# statistics over the rows' per-seed test accuracies (seqbench.report.statistics)
+STAT_COLUMNS: tuple[str, ...] = (
+    "test_acc_ci_low",
+    "test_acc_ci_high",
+    "diff_vs_baseline",
+    "p_value",
+    "diff_boot_low",
+    "diff_boot_high",
+)
 COLUMNS: tuple[str, ...] = (
     "n",
     "test_acc_mean",
@@ -24,13 +33,7 @@ COLUMNS: tuple[str, ...] = (
     "params",
     "epochs",
     "sec_per_epoch",
-    # statistics over the rows' per-seed test accuracies (seqbench.report.statistics)
-    "test_acc_ci_low",
-    "test_acc_ci_high",
-    "diff_vs_baseline",
-    "p_value",
-    "diff_boot_low",
-    "diff_boot_high",
+    *STAT_COLUMNS,
 )
 OUTPUT_FILES = ("table.md", "table.csv", "table.tex", "curves.png", "runs.csv")
 MAX_TAG_VALUE = 8000  # MLflow's limit on a tag value (the run description is a tag)

@@ -28,20 +28,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from seqbench.report.core import ReportError, row_label
+from seqbench.report.core import STAT_COLUMNS, ReportError, row_label
 
 CONFIDENCE = 0.95
 MIN_BOOTSTRAP_SEEDS = 5
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
-STAT_COLUMNS: tuple[str, ...] = (
-    "test_acc_ci_low",
-    "test_acc_ci_high",
-    "diff_vs_baseline",
-    "p_value",
-    "diff_boot_low",
-    "diff_boot_high",
-)
 
 
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
