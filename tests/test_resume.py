@@ -278,7 +278,7 @@ def test_a_killed_run_is_reported_stale_and_resumable(tmp_path):
     assert rc == 0, log[-3000:]
     args = [
         *SLOW_SYNTHETIC,
-        "trainer.max_epochs=5",
+        "trainer.max_epochs=3",
         "heartbeat.interval=0.5",
         "logger.experiment_name=stale",
     ]
