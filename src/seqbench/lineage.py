@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from seqbench.data.corpus import EncodedSplit
@@ -22,6 +25,14 @@ from seqbench.data.datamodule import SequenceDataModule
 
 CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
 MAX_TAG_VALUE = 5000
+# Messages of a lost insert race on MLflow's datasets table (PostgreSQL, MySQL, SQLite).
+DUPLICATE_KEY_MARKERS = (
+    "UniqueViolation",
+    "unique constraint",
+    "UNIQUE constraint",
+    "Duplicate entry",
+)
+LOG_INPUTS_ATTEMPTS = 5
 
 
 def split_digest(split: EncodedSplit) -> str:
@@ -66,9 +77,32 @@ def dataset_inputs(datamodule: SequenceDataModule) -> list[DatasetInput]:
     return inputs
 
 
+def log_inputs_racing_other_runs(
+    client: MlflowClient, run_id: str, datasets: list[DatasetInput]
+) -> None:
+    """``client.log_inputs`` that survives parallel jobs logging the same new dataset at once.
+
+    MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when it is
+    missing, in two steps: two jobs of a sweep that start together can both miss it, and the
+    second insert fails on the unique key (seen on PostgreSQL with a joblib sweep). The failed
+    call is rolled back whole, and by the next attempt the dataset exists and is reused, so
+    retrying after a short random pause is correct. Written by hand because MLflow's own HTTP
+    retries do not cover a 400 answer and the loop is five lines.
+    """
+    for attempt in range(1, LOG_INPUTS_ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=datasets)
+            return
+        except MlflowException as exc:
+            lost_race = any(marker in str(exc) for marker in DUPLICATE_KEY_MARKERS)
+            if not lost_race or attempt == LOG_INPUTS_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.05, 0.3) * attempt)
+
+
 def log_data(client: MlflowClient, run_id: str, datamodule: SequenceDataModule) -> None:
     """Dataset inputs, label names (tag ``data.labels`` + ``data/labels.json``) and row counts."""
-    client.log_inputs(run_id, datasets=dataset_inputs(datamodule))
+    log_inputs_racing_other_runs(client, run_id, dataset_inputs(datamodule))
     names = datamodule.label_names
     client.set_tag(run_id, "data.labels", json.dumps(names, ensure_ascii=False)[:MAX_TAG_VALUE])
     client.set_tag(run_id, "data.num_classes", str(len(names)))
