@@ -165,3 +165,81 @@ def wait_until(condition, proc, timeout: float = 300, what: str = "condition"):
 
 def metric_points(root: Path, run_id: str, key: str) -> list:
     return store(root).get_metric_history(run_id, key)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(proc) -> None:
+    """SIGTERM the process group started with ``start_new_session=True``; SIGKILL after 30 s."""
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_healthy(url: str, proc, log: Path, timeout: float = 120) -> None:
+    """Poll ``url`` (a server's /health or /ping) until it answers 200; raise with the end of
+    the server's ``log`` if the process exits first or ``timeout`` seconds pass."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log.is_file() else ""
+            raise RuntimeError(f"server at {url} did not start:\n{tail}")
+        time.sleep(0.5)
+
+
+class served_process:  # noqa: N801 - used as a context manager, like open()
+    """``with served_process(cmd, log, health_path) as base:`` a server started in its own
+    process group on a free 127.0.0.1 port (``{port}`` in ``cmd`` is replaced), waited for
+    until ``base + health_path`` answers, and stopped on exit, whatever happened."""
+
+    def __init__(self, cmd: list[str], log: Path, health_path: str, env=None, timeout=120):
+        self.port = free_port()
+        self.cmd = [part.replace("{port}", str(self.port)) for part in cmd]
+        self.log, self.health_path, self.env, self.timeout = log, health_path, env, timeout
+        self.proc = None
+
+    def __enter__(self) -> str:
+        import subprocess
+
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        base = f"http://127.0.0.1:{self.port}"
+        try:
+            wait_healthy(base + self.health_path, self.proc, self.log, self.timeout)
+        except BaseException:
+            stop_process_group(self.proc)
+            raise
+        return base
+
+    def __exit__(self, *exc) -> None:
+        stop_process_group(self.proc)

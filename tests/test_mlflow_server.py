@@ -2,26 +2,18 @@
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from helpers import served_process
 from test_sweeps import TINY, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE_BROWSER = os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,50 +21,11 @@ def server(tmp_path_factory):
     """Write a 2-run sweep, then serve its SQLite store; stop the server afterwards."""
     root = tmp_path_factory.mktemp("served")
     run_cli(["-m", "seed=1,2", "model=lstm", "logger.experiment_name=served", *TINY], root)
-    port = _free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root}/outputs/mlflow/mlflow.db",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    cmd = [sys.executable, "-m", "mlflow", "server"]
+    cmd += ["--backend-store-uri", f"sqlite:///{root}/outputs/mlflow/mlflow.db"]
+    cmd += ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    with served_process(cmd, root / "server.log", "/health", timeout=90) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _api(base: str, endpoint: str, **kwargs) -> dict:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from helpers import make_config
+from helpers import make_config, served_process
 from seqbench import report
 from seqbench.inference import Predictor
 from seqbench.train import train
@@ -106,71 +103,21 @@ def test_register_picks_the_best_validation_run_not_the_best_test_run(registered
     assert again.run_id == registered["runs"]["chosen"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(registered):
     """``mlflow models serve -m models:/NAME@champion --env-manager local``; stopped afterwards."""
-    port = _free_port()
-    log_path = registered["root"] / "serve.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{NAME}@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # MLflow starts the server as `bash -c "exec uvicorn ..."`: uvicorn must be on PATH,
-        # which it is not when the virtual environment is used without being activated.
-        env={
-            **os.environ,
-            "MLFLOW_TRACKING_URI": registered["uri"],
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        },
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{base}/ping", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow models serve did not start:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    # MLflow starts the server as `bash -c "exec uvicorn ..."`: uvicorn must be on PATH,
+    # which it is not when the virtual environment is used without being activated.
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registered["uri"],
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    with served_process(cmd, registered["root"] / "serve.log", "/ping", env) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _invoke(base: str, payload: dict) -> requests.Response:
@@ -237,53 +184,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def ui_server(registered):
     """``mlflow server`` over the registered store (the UI a researcher opens with make ui)."""
-    port = _free_port()
-    log_path = registered["root"] / "ui.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            registered["uri"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        },
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registered["uri"]]
+    cmd += ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with served_process(cmd, registered["root"] / "ui.log", "/health", env, timeout=90) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _dom(url: str, profile: Path) -> str:

@@ -7,30 +7,20 @@ import glob
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-import requests
 import torch
 from mlflow import MlflowClient
 
-from helpers import REPO, cli_env
+from helpers import REPO, cli_env, free_port, stop_process_group, wait_healthy
 from test_sweeps import TINY
 
 REQUIRE_POSTGRES = os.environ.get("SEQBENCH_REQUIRE_POSTGRES") == "1"
 SCRIPTS = REPO / "scripts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_missing() -> str | None:
@@ -47,29 +37,6 @@ def _postgres_missing() -> str | None:
     return None
 
 
-def wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(f"{base}/health", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def team_server():
     """PostgreSQL + `scripts/team_server.sh` on free loopback ports; both stopped afterwards.
@@ -82,7 +49,7 @@ def team_server():
     folder.chmod(0o755)  # the postgres user owns the cluster below it
     pg = folder / "postgres"
     started = subprocess.run(
-        [str(SCRIPTS / "postgres_local.sh"), "start", str(pg), str(_free_port())],
+        [str(SCRIPTS / "postgres_local.sh"), "start", str(pg), str(free_port())],
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,7 +58,7 @@ def team_server():
     proc = None
     try:
         assert started.returncode == 0, started.stderr + _tail(pg / "postgres.log")
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "MLFLOW_BACKEND_STORE_URI": started.stdout.strip(),
@@ -110,11 +77,11 @@ def team_server():
                 start_new_session=True,
             )
         base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, proc, log)
+        wait_healthy(f"{base}/health", proc, log)
         yield base, folder / "artifacts"
     finally:
         if proc is not None:
-            stop(proc)
+            stop_process_group(proc)
         subprocess.run([str(SCRIPTS / "postgres_local.sh"), "stop", str(pg)], timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
 
