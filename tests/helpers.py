@@ -48,8 +48,17 @@ def fake_review(label: int, rng: np.random.Generator) -> str:
     return " ".join(words).capitalize() + ".<br /><br />The end."
 
 
-def write_fake_imdb(root: Path, n_per_class: int = 20, seed: int = 0) -> Path:
-    """An ``aclImdb/`` directory in the official layout (no ``train/unsup``, like the shared copy)."""
+def fake_movie(split: str, review_id: int) -> str:
+    """The movie page of fake review ``review_id``: four reviews per movie and class, and the
+    positive and negative reviews with the same ids share movies (so movies mix labels)."""
+    return f"http://www.imdb.com/title/tt{'1' if split == 'train' else '2'}{review_id // 4:06d}/usercomments"
+
+
+def write_fake_imdb(
+    root: Path, n_per_class: int = 20, seed: int = 0, movie_urls: bool = True
+) -> Path:
+    """An ``aclImdb/`` directory in the official layout (no ``train/unsup``, like the shared
+    copy), with ``urls_{neg,pos}.txt`` naming each review's movie unless ``movie_urls=False``."""
     rng = np.random.default_rng(seed)
     base = root / "aclImdb"
     for split in ("train", "test"):
@@ -59,6 +68,9 @@ def write_fake_imdb(root: Path, n_per_class: int = 20, seed: int = 0) -> Path:
             for i in range(n_per_class):
                 rating = int(rng.integers(7, 11)) if label else int(rng.integers(1, 5))
                 (folder / f"{i}_{rating}.txt").write_text(fake_review(label, rng), encoding="utf-8")
+            if movie_urls:
+                urls = "".join(fake_movie(split, i) + "\n" for i in range(n_per_class))
+                (base / split / f"urls_{cls}.txt").write_text(urls)
     (base / "README").write_text("fake IMDB for tests\n")
     return base
 

@@ -80,6 +80,10 @@ def _nothing_written(root: Path, experiment: str) -> None:
             ["data.padding=middle"],
             ["data.padding='middle' is not valid: expected one of: pre, post"],
         ),
+        (
+            ["data.val_split=movie"],
+            ["data.val_split='movie' is not valid: expected one of: stratified, grouped"],
+        ),
         (["resume=sometimes"], ["resume='sometimes' is not valid; use auto, never, or a"]),
     ],
     ids=lambda v: v[0] if isinstance(v, list) and len(v) == 1 and "=" in v[0] else None,

@@ -125,3 +125,50 @@ def test_take_selects_whole_sequences_in_the_given_order():
         [1, 7, 8, 9],
     ]
     assert picked.labels.tolist() == [1, 0, 0, 1] and picked.tokens.dtype == np.int32
+
+
+def _movies(dm, split: str) -> set[int]:
+    """Group ids of a split's rows (the rows are taken from the corpus in index order)."""
+    return set(dm.corpus.train_groups[dm.split_indices[split]].tolist())
+
+
+def test_grouped_validation_holds_out_whole_movies(tmp_path, fake_imdb_dir):
+    dm = _module(tmp_path / "cache", fake_imdb_dir, val_fraction=0.25, val_split="grouped")
+    dm.setup()
+    train, val = dm.splits["train"], dm.splits["val"]
+    assert len(train) + len(val) == 40 and 4 <= len(val) <= 10  # whole movies of 8 reviews
+    held, kept = _movies(dm, "val"), _movies(dm, "train")
+    assert held and kept and not held & kept  # no movie on both sides
+    # Seeded: the same movies again; another split_seed holds out others.
+    again = _module(tmp_path / "cache", fake_imdb_dir, val_fraction=0.25, val_split="grouped")
+    again.setup()
+    assert np.array_equal(again.split_indices["val"], dm.split_indices["val"])
+    other = _module(
+        tmp_path / "cache", fake_imdb_dir, val_fraction=0.25, val_split="grouped", split_seed=7
+    )
+    other.setup()
+    assert not np.array_equal(other.split_indices["val"], dm.split_indices["val"])
+    # The stratified default mixes movies across the two sides: what grouped avoids.
+    mixed = _module(tmp_path / "cache", fake_imdb_dir, val_fraction=0.25)
+    mixed.setup()
+    assert _movies(mixed, "val") & _movies(mixed, "train")
+
+
+def test_grouped_validation_without_movie_urls_is_a_clear_error(tmp_path):
+    root = write_fake_imdb(tmp_path / "data", movie_urls=False)
+    dm = _module(tmp_path / "cache", root, val_split="grouped")
+    with pytest.raises(
+        ValueError, match="val_split=grouped needs .* use data.val_split=stratified"
+    ):
+        dm.setup()
+    with pytest.raises(ValueError, match="valid choices: stratified, grouped"):
+        _module(tmp_path / "cache", root, val_split="movie")
+
+
+@pytest.mark.realdata
+def test_grouped_validation_on_the_real_archive_shares_no_movie(tmp_path, shared_archive):
+    dm = _module(tmp_path / "cache", shared_archive, val_split="grouped", vocab_size=1000)
+    dm.setup()
+    assert 2400 <= len(dm.splits["val"]) <= 2500 and len(dm.splits["train"]) >= 22500
+    assert not _movies(dm, "val") & _movies(dm, "train")
+    assert 0.4 < dm.splits["val"].labels.mean() < 0.6

@@ -211,6 +211,26 @@ def test_a_text_scores_the_same_alone_and_beside_a_much_longer_one(runs, padding
         assert abs(naive - alone[0]) > 1e-6
 
 
+@pytest.mark.parametrize("padding", ["pre", "post"])
+def test_batches_scored_as_parallel_slices_give_the_same_scores(runs, padding):
+    """seqbench-predict on several cores cuts each batch into slices scored in threads."""
+    from seqbench.parallel import BatchSplitter
+
+    whole = _predictor(runs, padding)
+    sliced = Predictor(whole.net, whole.prep, "cpu", BatchSplitter(2))
+    rng = np.random.default_rng(0)
+    texts = [" ".join(str(v) for v in rng.integers(3, 30, rng.integers(1, 40))) for _ in range(50)]
+    try:
+        np.testing.assert_allclose(
+            sliced.predict(texts, batch_size=16)["prob_A first"].to_numpy(),
+            whole.predict(texts, batch_size=16)["prob_A first"].to_numpy(),
+            rtol=0,
+            atol=1e-6,
+        )
+    finally:
+        sliced.splitter.close()
+
+
 def _in_pre_mode(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of the network that reads pads first, as it was trained (the predictor switches
     bucketed pre-padded networks to post mode, see Predictor._scoring_padding)."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from seqbench.data.text import FIRST_WORD_INDEX, SIDES, TOKENIZERS, Vocabulary, tokenize, truncate
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
+from seqbench.parallel import BatchSplitter
 
 WEIGHTS, NET_CONFIG, PREPROCESSING = "weights.pt", "net.yaml", "preprocessing.json"
 BUNDLE_FORMAT = 1
@@ -124,9 +125,18 @@ def check_texts(values: Iterable[Any], where: Callable[[int], str] | None = None
 class Predictor:
     """A network and its preprocessing: raw strings -> label names and class probabilities."""
 
-    def __init__(self, net: nn.Module, prep: Preprocessing, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        prep: Preprocessing,
+        device: str = "cpu",
+        splitter: BatchSplitter | None = None,
+    ) -> None:
         self.prep = prep
         self.device = torch.device(device)
+        # CPU only: each batch's slices scored in parallel threads, one per core (seqbench.parallel);
+        # a row's score does not depend on its batch, so slicing changes no result.
+        self.splitter = splitter
         self.net = net.to(self.device).eval()
         self.padding = self._scoring_padding(prep)
         for module in self.net.modules():  # the encoders read their padding side at forward
@@ -230,7 +240,11 @@ class Predictor:
         out = np.zeros((len(encoded), n_classes), dtype=np.float64)
         for index in self.batches([len(s) for s in encoded], batch_size):
             tokens, lengths = self._pad([encoded[i] for i in index])
-            logits = self.net(tokens.to(self.device), lengths.to(self.device)).float()
+            tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+            if self.splitter is not None:
+                logits = self.splitter(self.net, tokens, lengths).float()
+            else:
+                logits = self.net(tokens, lengths).float()
             if n_classes == 2:
                 positive = torch.sigmoid(logits).double().cpu().numpy()
                 out[index, 1] = positive

@@ -34,6 +34,7 @@ from seqbench.inference import (
     Predictor,
     check_texts,
 )
+from seqbench.parallel import BatchSplitter
 
 EXIT_USAGE = 2
 PROGRESS_FROM = 1000  # texts; smaller inputs finish before a bar would say anything
@@ -155,7 +156,7 @@ def model_uri(model: str) -> str:
     )
 
 
-def load_predictor(model: str, tracking_uri: str, device: str) -> Predictor:
+def load_predictor(model: str, tracking_uri: str, device: str, batch_size: int = 256) -> Predictor:
     """The seqbench predictor inside an MLflow model; MLflow errors become one line."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -179,7 +180,28 @@ def load_predictor(model: str, tracking_uri: str, device: str) -> Predictor:
 
         if not torch.cuda.is_available():
             raise PredictError("--device cuda: no CUDA device is available to torch")
-    return Predictor(inner.predictor.net, inner.predictor.prep, device)
+    splitter = cpu_splitter(device, batch_size)
+    return Predictor(inner.predictor.net, inner.predictor.prep, device, splitter)
+
+
+# A slice holds at least this many texts; thinner slices cost more in overhead than they gain.
+MIN_SLICE = 32
+
+
+def cpu_splitter(device: str, batch_size: int = 256) -> BatchSplitter | None:
+    """On a CPU with several cores: score each batch as parallel slices, one thread each.
+
+    Why: an LSTM step is a chain of small matrix products that torch spreads poorly over
+    intra-op threads; independent slices keep every core busy (docs/benchmarks.md, issue 9).
+    Sets torch's intra-op threads to the cores per slice (a process-wide setting)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    splits = min(cores or 1, max(1, batch_size // MIN_SLICE))
+    if device != "cpu" or splits < 2:
+        return None
+    torch.set_num_threads(max(1, (cores or 1) // splits))
+    return BatchSplitter(splits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise PredictError(f"--batch-size must be positive, got {args.batch_size}")
         texts = read_texts(args)
         predictor = load_predictor(
-            args.model, args.tracking_uri or default_tracking_uri(), args.device
+            args.model, args.tracking_uri or default_tracking_uri(), args.device, args.batch_size
         )
         blank = [i for i, t in enumerate(texts) if not t.strip()]
         if blank:

@@ -75,6 +75,7 @@ RULES: tuple[Rule, ...] = (
     Rule("data.vocab_size", _int_at_least(4), "an integer >= 4 (3 indices are reserved)"),
     Rule("data.padding", _one_of("pre", "post"), "one of: pre, post"),
     Rule("data.truncating", _one_of("pre", "post"), "one of: pre, post"),
+    Rule("data.val_split", _one_of("stratified", "grouped"), "one of: stratified, grouped"),
     Rule("data.tokenizer", _one_of("word", "char"), "one of: word, char"),
     Rule("data.bucketing", lambda v: isinstance(v, bool), "true or false"),
     Rule(

@@ -23,7 +23,7 @@ from seqbench.data.text import Vocabulary, tokenize, truncate
 log = logging.getLogger(__name__)
 
 # Bump when the encoding changes in a way the key does not capture, so old caches are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: IMDB's training reviews carry their movie (train_groups)
 
 
 @dataclass
@@ -35,6 +35,9 @@ class RawCorpus:
     test_texts: list[str]
     test_labels: np.ndarray
     classes: list[str]
+    # What each training text belongs to (IMDB: its movie); held out together by
+    # ``data.val_split=grouped`` so validation never sees a movie that training saw.
+    train_groups: list[str] | None = None
 
 
 @dataclass
@@ -84,6 +87,7 @@ class EncodedCorpus:
     classes: list[str]
     vocab: Vocabulary | None = None
     meta: dict = field(default_factory=dict)
+    train_groups: np.ndarray | None = None  # int64 group id per training row, or None
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) so a killed run never leaves a broken cache."""
@@ -95,6 +99,8 @@ class EncodedCorpus:
                 f"{name}_offsets": split.offsets,
                 f"{name}_labels": split.labels,
             }
+        if self.train_groups is not None:
+            arrays["train_groups"] = self.train_groups
         header = {
             "classes": self.classes,
             "vocab": list(self.vocab.words) if self.vocab else None,
@@ -117,8 +123,11 @@ class EncodedCorpus:
                 )
                 for name in ("train", "test")
             }
+            groups = npz["train_groups"] if "train_groups" in npz.files else None
         vocab = Vocabulary(tuple(header["vocab"])) if header["vocab"] is not None else None
-        return cls(splits["train"], splits["test"], header["classes"], vocab, header["meta"])
+        return cls(
+            splits["train"], splits["test"], header["classes"], vocab, header["meta"], groups
+        )
 
 
 def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -143,6 +152,27 @@ def stratified_split(
     return np.sort(np.concatenate(held)), np.sort(np.concatenate(rest))
 
 
+def grouped_split(
+    groups: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (held-out, rest) with no group on both sides: whole groups, in a
+    seeded random order, are held out until they hold ``fraction`` of the rows.
+
+    Why: IMDB has up to 30 reviews per movie, and its test set has other movies than its
+    training set. A random validation split shares movies with training, so names and titles
+    memorised in training inflate validation accuracy; measured on a bidirectional GRU, val
+    90.2% against test 87.5%. Held out by movie, validation is a fair stand-in for test."""
+    unique, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    order = rng.permutation(len(unique))
+    target = int(round(fraction * len(groups)))
+    taken = np.cumsum(counts[order]) <= target
+    taken[0] = True  # at least one group, however small the fraction
+    held_group = np.zeros(len(unique), dtype=bool)
+    held_group[order[taken]] = True
+    held = held_group[inverse]
+    return np.flatnonzero(held), np.flatnonzero(~held)
+
+
 def encode_corpus(
     raw: RawCorpus, vocab_size: int, max_len: int, truncating: str = "pre", tokenizer: str = "word"
 ) -> EncodedCorpus:
@@ -162,7 +192,10 @@ def encode_corpus(
         tokenize(t, tokenizer) for t in tqdm(raw.test_texts, desc="tokenise test", unit="doc")
     ]
     test = EncodedSplit.from_sequences(encode(test_tokens), raw.test_labels)
-    return EncodedCorpus(train, test, list(raw.classes), vocab)
+    groups = None
+    if raw.train_groups is not None:
+        groups = np.unique(np.asarray(raw.train_groups), return_inverse=True)[1].astype(np.int64)
+    return EncodedCorpus(train, test, list(raw.classes), vocab, train_groups=groups)
 
 
 def cache_key(settings: dict) -> str:

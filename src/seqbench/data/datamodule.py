@@ -15,6 +15,7 @@ from seqbench.data.corpus import (
     EncodedSplit,
     cached_corpus,
     encode_corpus,
+    grouped_split,
     stratified_split,
 )
 from seqbench.data.imdb import IMDB_MD5, IMDB_URL, locate, read_imdb
@@ -24,6 +25,7 @@ from seqbench.data.text import SIDES, TOKENIZERS
 
 log = logging.getLogger(__name__)
 CLASS_WEIGHTS = ("balanced",)
+VAL_SPLITS = ("stratified", "grouped")
 
 
 class SplitDataset(Dataset):
@@ -50,8 +52,9 @@ class SequenceDataModule(L.LightningDataModule):
     Training batches come from a length-bucketing sampler (``bucketing=True``) padded to the
     batch's longest sequence, or from plain shuffled batches padded to ``max_len`` as the Keras
     seeds do. Evaluation is sorted by length in batches of ``eval_batch_size``. The validation
-    split is held out of the training split (stratified, seeded by ``split_seed``); the test
-    split is only ever used for the final test metrics.
+    split is held out of the training split (stratified, seeded by ``split_seed``; or by whole
+    groups, IMDB's movies, with ``val_split=grouped``); the test split is only ever used for the
+    final test metrics.
     """
 
     def __init__(
@@ -69,9 +72,11 @@ class SequenceDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         bucket_pool_batches: int = 100,
         class_weights: str | None = None,
+        val_split: str = "stratified",
     ) -> None:
         super().__init__()
         _check_choice("padding", padding, SIDES)
+        _check_choice("val_split", val_split, VAL_SPLITS)
         if class_weights is not None:
             _check_choice("class_weights", class_weights, CLASS_WEIGHTS)
         if not 0.0 < val_fraction < 1.0:
@@ -89,9 +94,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.bucket_pool_batches = bucket_pool_batches
         self.class_weights = class_weights
+        self.val_split = val_split
         self.corpus: EncodedCorpus | None = None
         self.sampler_seed = 0  # set from the run's seed by the training entry point
         self.splits: dict[str, EncodedSplit] = {}
+        self.split_indices: dict[str, np.ndarray] = {}
         self._resume_train_at: tuple[int, int] | None = None
 
     def load_corpus(self) -> EncodedCorpus:
@@ -133,8 +140,17 @@ class SequenceDataModule(L.LightningDataModule):
         n, n_val = len(self.corpus.train), int(self.corpus.meta.get("val_rows") or 0)
         if n_val:  # a validation file's rows, stored after the training rows
             val_idx, train_idx = np.arange(n - n_val, n), np.arange(n - n_val)
+        elif self.val_split == "grouped":
+            if self.corpus.train_groups is None:
+                raise ValueError(
+                    f"data.val_split=grouped needs to know what each training example belongs "
+                    f"to (IMDB: its movie, from train/urls_*.txt), and the {self.name} data does "
+                    "not say; use data.val_split=stratified"
+                )
+            val_idx, train_idx = grouped_split(self.corpus.train_groups, self.val_fraction, rng)
         else:
             val_idx, train_idx = stratified_split(self.corpus.train.labels, self.val_fraction, rng)
+        self.split_indices = {"train": train_idx, "val": val_idx}  # rows of corpus.train
         self.splits = {
             "train": self.corpus.train.take(train_idx),
             "val": self.corpus.train.take(val_idx),

@@ -71,26 +71,44 @@ def _locate(archive: str | None, cache_dir: Path, url: str, known_hash: str) -> 
     return find_imdb_root(extracted), sha
 
 
+def _movie_urls(root: Path, split: str, cls: str, names: list[str]) -> list[str] | None:
+    """The movie of each review file ``<id>_<rating>.txt``: line ``id`` of ``urls_<cls>.txt``
+    (the archive's own map from review to movie page); None if that file is missing."""
+    urls_file = root / split / f"urls_{cls}.txt"
+    if not urls_file.is_file():
+        return None
+    urls = urls_file.read_text(encoding="utf-8").split()
+    try:
+        return [urls[int(name.split("_", 1)[0])] for name in names]
+    except (ValueError, IndexError):
+        raise ArchiveError(
+            f"{urls_file} does not list a movie for every review in {split}/{cls}"
+        ) from None
+
+
 def _read_split(
     root: Path, split: str, subset: int | None, rng: np.random.Generator
-) -> tuple[list[str], np.ndarray]:
-    files, labels = [], []
+) -> tuple[list[str], np.ndarray, list[str] | None]:
+    files, labels, movies = [], [], []
     for label, cls in enumerate(CLASSES):
-        names = sorted(os.listdir(root / split / cls))
-        files += [root / split / cls / n for n in names if n.endswith(".txt")]
+        names = sorted(n for n in os.listdir(root / split / cls) if n.endswith(".txt"))
+        files += [root / split / cls / n for n in names]
         labels += [label] * len(names)
+        urls = _movie_urls(root, split, cls, names)
+        movies = None if urls is None or movies is None else movies + urls
     labels_arr = np.asarray(labels, dtype=np.int64)
     if subset:
         keep = stratified_sample(labels_arr, subset, rng)
         files = [files[i] for i in keep]
         labels_arr = labels_arr[keep]
+        movies = [movies[i] for i in keep] if movies is not None else None
     texts = [f.read_text(encoding="utf-8") for f in tqdm(files, desc=f"read {split}", unit="file")]
-    return texts, labels_arr
+    return texts, labels_arr, movies
 
 
 def read_imdb(root: Path, subset: int | None = None, seed: int = 0) -> RawCorpus:
     """Read reviews (labels 0 = neg, 1 = pos); ``subset`` takes a stratified N of each split."""
     rng = np.random.default_rng(seed)
-    train_texts, train_labels = _read_split(root, "train", subset, rng)
-    test_texts, test_labels = _read_split(root, "test", subset, rng)
-    return RawCorpus(train_texts, train_labels, test_texts, test_labels, CLASSES)
+    train_texts, train_labels, movies = _read_split(root, "train", subset, rng)
+    test_texts, test_labels, _ = _read_split(root, "test", subset, rng)
+    return RawCorpus(train_texts, train_labels, test_texts, test_labels, CLASSES, movies)
