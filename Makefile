@@ -65,9 +65,14 @@ cluster-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CLUSTER_PACKAGES) >/dev/null; \
 	else echo "note:$$missing not installed; the PostgreSQL/SLURM tests will skip (INSTALL_CLUSTER=1 installs them)"; fi
 
+# Two pytest workers, whole files per worker (module fixtures such as the PostgreSQL server are
+# started once): most tests wait on subprocesses, servers and signals, so two workers finish the
+# suite well inside CI's budget on 2 cores (docs/benchmarks.md). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: install browser cluster-deps
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
