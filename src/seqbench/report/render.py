@@ -18,6 +18,11 @@ def _number(x: float, fmt: str) -> str:
     return "" if pd.isna(x) else format(x, fmt)
 
 
+def _mean_count(x: float) -> str:
+    """A mean of whole numbers (epochs over runs): ``3``, ``3.33``, ``12.5``."""
+    return "" if pd.isna(x) else f"{x:.2f}".rstrip("0").rstrip(".")
+
+
 HEADERS = {
     "n": "n",
     "test_acc": "test acc (%)",
@@ -90,7 +95,7 @@ def _display_rows(
                 "diff_boot": _interval(r["diff_boot_low"], r["diff_boot_high"], _signed_pp),
                 "val_acc_best_mean": _pct(r["val_acc_best_mean"]),
                 "params": _number(r["params"], ",.0f"),
-                "epochs": _number(r["epochs"], "g"),
+                "epochs": _mean_count(r["epochs"]),
                 "sec_per_epoch": _number(r["sec_per_epoch"], ".2f"),
                 "source": "measured",
                 "data": "",
