@@ -117,8 +117,10 @@ def cli_env(root: Path) -> dict[str, str]:
     return env
 
 
-def start_cli(args: list[str], root: Path):
-    """``seqbench-train ARGS`` in the background, output to ``root/launch-N.log``."""
+def start_cli(args: list[str], root: Path, own_group: bool = False):
+    """``seqbench-train ARGS`` in the background, output to ``root/launch-N.log``.
+    ``own_group``: in its own process group, so a signal sent to the group reaches every rank
+    (as SLURM and a terminal's Ctrl-C deliver it) and never the test runner."""
     import subprocess
     import sys
 
@@ -131,6 +133,7 @@ def start_cli(args: list[str], root: Path):
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=own_group,
     )
 
 
@@ -255,3 +258,37 @@ class served_process:  # noqa: N801 - used as a context manager, like open()
 
     def __exit__(self, *exc) -> None:
         stop_process_group(self.proc)
+
+
+def chromium_or_skip() -> str:
+    """The headless browser for the UI tests; fails under SEQBENCH_REQUIRE_BROWSER=1 (CI), else
+    skips, when it is not installed."""
+    import os
+    import shutil
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required here (SEQBENCH_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip(
+            "chromium not installed (make test installs Debian's chromium when run as root)"
+        )
+    return browser
+
+
+def rendered_dom(url: str, profile: Path, budget_ms: int = 30000, window: str | None = None) -> str:
+    """The page as headless Chromium renders it with a fresh profile (a first-time visitor),
+    after ``budget_ms`` of virtual time for the page's own requests to settle."""
+    import subprocess
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += ["--no-first-run", f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
+    if window:
+        flags.append(f"--window-size={window}")
+    done = subprocess.run(
+        [chromium_or_skip(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180
+    )
+    return done.stdout

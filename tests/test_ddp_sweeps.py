@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,11 +10,11 @@ import pytest
 
 from helpers import (
     SLOW_SYNTHETIC,
-    cli_env,
     experiment_runs,
     last_log,
     metric_points,
     run_cli_to_end,
+    start_cli,
     store,
     wait_until,
 )
@@ -64,21 +62,6 @@ def test_ddp_multirun_runs_each_job_once_with_synced_metrics(tmp_path):
         assert run.data.metrics["test/acc"] == pytest.approx(correct / total, abs=1e-6)
 
 
-def _start_in_own_group(args: list[str], root: Path) -> subprocess.Popen:
-    """``seqbench-train ARGS`` as its own process group, so a signal reaches every rank (as
-    SLURM and a terminal's Ctrl-C deliver it) and never the test runner."""
-    n = len(list(root.glob("launch-*.log")))
-    log = open(root / f"launch-{n}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "seqbench.train", *args],
-        cwd=root,
-        env=cli_env(root),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 @pytest.mark.slow
 def test_interrupted_ddp_job_resumes_into_the_same_run(tmp_path):
     """SIGUSR1 to every rank mid-epoch: all ranks stop at the same batch with one checkpoint and
@@ -92,7 +75,7 @@ def test_interrupted_ddp_job_resumes_into_the_same_run(tmp_path):
         "trainer.max_epochs=2",
         "logger.experiment_name=ddpresume",
     ]
-    proc = _start_in_own_group(args, tmp_path)
+    proc = start_cli(args, tmp_path, own_group=True)
     try:
         (run,) = wait_until(
             lambda: _runs_with_epochs(tmp_path, "ddpresume", 1), proc, what="epoch 1"

@@ -1,19 +1,13 @@
 """A real `mlflow server` on 127.0.0.1 over a store written by a tiny sweep: REST API and UI."""
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import served_process
+from helpers import chromium_or_skip, rendered_dom, served_process
 from test_sweeps import TINY, run_cli
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRE_BROWSER = os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +65,7 @@ def test_runs_metrics_and_artifacts_over_rest(server):
 
 
 def test_ui_lists_the_experiments_runs_in_headless_chromium(server, tmp_path):
-    if CHROMIUM is None:
-        if REQUIRE_BROWSER:
-            pytest.fail("chromium is required here (SEQBENCH_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip(
-            "chromium not installed (make test installs Debian's chromium when run as root)"
-        )
+    chromium_or_skip()
     exp = _api(server, "experiments/get-by-name", params={"experiment_name": "served"})[
         "experiment"
     ]
@@ -84,27 +73,7 @@ def test_ui_lists_the_experiments_runs_in_headless_chromium(server, tmp_path):
     url = f"{server}/#/experiments/{exp['experiment_id']}/runs"
     dom = ""
     for budget in (15000, 40000):  # the UI fetches runs after load; give virtual time to settle
-        done = subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / f'profile{budget}'}",
-                f"--virtual-time-budget={budget}",
-                "--dump-dom",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        dom = done.stdout
+        dom = rendered_dom(url, tmp_path / f"profile{budget}", budget_ms=budget)
         if "lstm-seed1" in dom and "lstm-seed2" in dom:
             break
     Path(tmp_path / "ui.html").write_text(dom)

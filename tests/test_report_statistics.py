@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,7 @@ from seqbench.report.statistics import (
     mean_ci,
     welch_p_value,
 )
+from test_sweeps import run_cli
 
 A = [0.8681, 0.8632, 0.8728]  # three seeds of one row (fractions, as logged)
 B = [0.8890, 0.8802, 0.8911]
@@ -122,18 +120,9 @@ TINY = [
 def sweep_store(tmp_path_factory) -> str:
     """``seed=1,2,3`` x ``model=lstm,bigru_pool`` through the console entry point."""
     root = tmp_path_factory.mktemp("stats_sweep")
-    env = {**os.environ, "SEQBENCH_ROOT": str(root)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    args = ["-m", "model=lstm,bigru_pool", "seed=1,2,3", "logger.experiment_name=stats", *TINY]
-    done = subprocess.run(
-        [sys.executable, "-m", "seqbench.train", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run_cli(
+        ["-m", "model=lstm,bigru_pool", "seed=1,2,3", "logger.experiment_name=stats", *TINY], root
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return f"sqlite:///{root}/outputs/mlflow/mlflow.db"
 
 

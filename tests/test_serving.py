@@ -12,8 +12,6 @@ the other run. The weights, logged models and everything else are the runs' own.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from helpers import make_config, served_process
+from helpers import chromium_or_skip, make_config, rendered_dom, served_process
 from seqbench import report
 from seqbench.inference import Predictor
 from seqbench.train import train
@@ -178,9 +176,6 @@ def test_readme_curl_line_matches_the_served_format():
     assert '{"inputs": [' in readme and "/invocations" in readme
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.fixture(scope="module")
 def ui_server(registered):
     """``mlflow server`` over the registered store (the UI a researcher opens with make ui)."""
@@ -192,40 +187,14 @@ def ui_server(registered):
 
 
 def _dom(url: str, profile: Path) -> str:
-    """The rendered page in headless Chromium with a fresh profile (a first-time visitor)."""
-    done = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--window-size=3000,1000",  # wide enough for the runs table's Models column
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=30000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    return done.stdout
+    """The page a first-time visitor sees, wide enough for the runs table's Models column."""
+    return rendered_dom(url, profile, window="3000,1000")
 
 
 def test_printed_link_opens_the_training_runs_view_with_the_model_column(
     registered, ui_server, tmp_path
 ):
-    if CHROMIUM is None:
-        if os.environ.get("SEQBENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is required here (SEQBENCH_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip(
-            "chromium not installed (make test installs Debian's chromium when run as root)"
-        )
+    chromium_or_skip()
     from seqbench.registry import runs_view_url
 
     client = MlflowClient(registered["uri"])
