@@ -23,6 +23,7 @@ from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     INTERRUPTED_ATTR,
     OWNER_ATTR,
     RESULTS_FILE,
+    START_FROM_ATTR,
     OptunaSweeper,
     check_compatible,
     count_finished,
@@ -192,10 +193,44 @@ def _load_trials(root: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.slow
+def _sweeper(start_from: list[dict]) -> OptunaSweeper:
+    return OptunaSweeper(1, 1, "maximize", None, None, None, {}, None, start_from=start_from)
+
+
+def test_start_from_is_queued_once_before_any_sampled_trial_and_checked():
+    space = {
+        "lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "batch": CategoricalDistribution([32, 64]),
+        "dropout": FloatDistribution(0.1, 0.6),
+    }
+    study = optuna.create_study(direction="maximize")
+    _sweeper([{"lr": 3e-3, "batch": 64}])._queue_start_from(study, space)
+    first = study.ask(space)
+    assert first.params["lr"] == 3e-3 and first.params["batch"] == 64  # dropout: sampled
+    assert first.user_attrs[START_FROM_ATTR] == 0
+    study.tell(first, 0.5)
+    _sweeper([{"lr": 3e-3, "batch": 64}])._queue_start_from(study, space)  # a relaunch
+    assert not study.get_trials(states=(TrialState.WAITING,))  # not queued twice
+
+    for bad, message in [
+        ({"momentum": 0.9}, r"sets \['momentum'\], which the search space does not have"),
+        ({"lr": 0.5}, r"lr=0.5 is outside FloatDistribution"),
+        ({"batch": 128}, r"batch=128 is outside CategoricalDistribution"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _sweeper([bad])._queue_start_from(optuna.create_study(), space)
+
+
 def test_search_runs_trials_tracks_them_and_resumes_to_n_trials_in_total(tmp_path):
-    first = _search(tmp_path, "hydra.sweeper.n_trials=2")
+    first = _search(
+        tmp_path,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.start_from=[{data.batch_size:32,model.optimizer.lr:0.003}]",
+    )
     assert first.returncode == 0, first.stderr[-4000:]
     assert [t.state for t in _load_trials(tmp_path)] == [TrialState.COMPLETE] * 2
+    started = _load_trials(tmp_path)[0]  # the start_from configuration ran first
+    assert started.params["data.batch_size"] == 32 and started.params["model.optimizer.lr"] == 0.003
 
     second = _search(tmp_path, "hydra.sweeper.n_trials=3")  # same storage and study: top up to 3
     assert second.returncode == 0, second.stderr[-4000:]

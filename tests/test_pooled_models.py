@@ -1,5 +1,6 @@
-"""The pooled bidirectional models beyond the seeds (``model=bilstm_pool`` / ``bigru_pool``):
-shapes, parameter counts, and padding that never reaches the pooled state (pre and post)."""
+"""The pooled bidirectional models beyond the seeds (``model=bilstm_pool`` / ``bigru_pool`` /
+``bigru_ngram``): shapes, parameter counts, padding that never reaches the pooled state (pre
+and post), the n-gram bag, and per-submodule learning rates."""
 
 import pytest
 import torch
@@ -8,9 +9,13 @@ from hydra.utils import instantiate
 from helpers import make_config
 from seqbench.models import PooledRNNEncoder, SequenceClassifier
 from seqbench.models.classifier import count_trainable
+from seqbench.models.ngrams import HashedNgramBag
 from seqbench.models.pooled import left_align
+from seqbench.predict import load_predictor
+from seqbench.task import ClassificationTask
+from seqbench.train import build_task, train
 
-POOLED = ["bilstm_pool", "bigru_pool"]
+POOLED = ["bilstm_pool", "bigru_pool", "bigru_ngram"]
 
 
 def rnn_params(gates: int, inputs: int, units: int) -> int:
@@ -22,6 +27,13 @@ def rnn_params(gates: int, inputs: int, units: int) -> int:
 EXPECTED_PARAMS = {
     "bilstm_pool": 20000 * 64 + 2 * rnn_params(4, 64, 64) + (4 * 64 + 1),
     "bigru_pool": 20000 * 64 + 2 * rnn_params(3, 64, 64) + (4 * 64 + 1),
+    # bigru_pool over a 40000-word vocabulary, plus a bag: 16-dim vectors for every word and
+    # for 2^20 bigram buckets, appended to the pooled vector (4 x 64 + 16) -> Dense(1).
+    "bigru_ngram": 40000 * 64
+    + 2 * rnn_params(3, 64, 64)
+    + 40000 * 16
+    + 2**20 * 16
+    + (4 * 64 + 16 + 1),
 }
 
 
@@ -78,6 +90,7 @@ def test_left_align_moves_pre_padding_to_the_end():
         ("bilstm_pool", []),
         ("bigru_pool", []),
         ("bilstm_pool", ["model.net.encoder.conv_filters=16", "model.net.encoder.num_layers=2"]),
+        ("bigru_ngram", ["model.net.encoder.ngram_buckets=5000"]),
     ],
 )
 def test_padding_never_reaches_the_pooled_state(arch, extra, padding, tmp_path):
@@ -102,3 +115,60 @@ def test_padding_never_reaches_the_pooled_state(arch, extra, padding, tmp_path):
         junk_pads = net(batch, torch.tensor([13, 200]))
     torch.testing.assert_close(together[0:1], alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(junk_pads, together, atol=1e-5, rtol=1e-5)
+
+
+def test_the_bag_tells_word_order_apart_only_through_its_bigrams():
+    """ "not good , bad" and "bad , good not" share their words: only the bigrams differ."""
+    torch.manual_seed(0)
+    bag = HashedNgramBag(vocab_size=50, buckets=97, dim=4)
+    forward, backward = torch.tensor([[1, 10, 11, 12]]), torch.tensor([[1, 12, 11, 10]])
+    length = torch.tensor([4])
+    ids = bag.bigram_ids(torch.randint(0, 50, (8, 30)))
+    assert ids.shape == (8, 29) and int(ids.min()) >= 0 and int(ids.max()) < 97
+    with torch.no_grad():
+        assert not torch.allclose(bag(forward, length), bag(backward, length))
+        bag.bigrams.weight.zero_()  # words alone: a bag, blind to order
+        torch.testing.assert_close(bag(forward, length), bag(backward, length))
+    with pytest.raises(ValueError, match="at least 1"):
+        HashedNgramBag(50, buckets=0)
+
+
+def test_lr_scales_give_a_submodule_its_own_rate_and_name_what_exists(tmp_path):
+    cfg = make_config(tmp_path, ["model=bigru_ngram", "model.net.encoder.ngram_buckets=64"])
+    task = build_task(cfg)
+    optimizer = task.configure_optimizers()  # no scheduler in bigru_ngram: the optimiser alone
+    base, bag = optimizer.param_groups
+    assert base["lr"] == pytest.approx(cfg.model.optimizer.lr)
+    assert bag["lr"] == pytest.approx(cfg.model.lr_scales.ngrams * cfg.model.optimizer.lr)
+    assert bag["lr"] > base["lr"]
+    bag_params = {id(p) for p in task.net.encoder.ngrams.parameters()}
+    assert {id(p) for p in bag["params"]} == bag_params
+    assert not bag_params & {id(p) for p in base["params"]}
+    wrong = ClassificationTask(task.net, optimizer=task.optimizer_factory, lr_scales={"bag": 2.0})
+    with pytest.raises(ValueError, match=r"does not have; its submodules: .*'ngrams'"):
+        wrong.configure_optimizers()
+
+
+def test_bigru_ngram_trains_end_to_end_and_its_bag_learns(tmp_path):
+    """A real (small) run, logged as an MLflow model whose bag has learned (moved from its
+    initial vectors) and that scores raw text like any other."""
+    cfg = make_config(
+        tmp_path,
+        [
+            "model=bigru_ngram",
+            "model.net.encoder.ngram_buckets=4096",
+            "trainer.max_epochs=2",
+            "data=synthetic",
+            "data.n_train=300",
+            "data.n_test=100",
+            "data.max_len=30",
+        ],
+    )
+    torch.manual_seed(cfg.seed)
+    before = instantiate(cfg.model.net).encoder.ngrams.bigrams.weight.detach().clone()
+    result = train(cfg)
+    assert 0.0 <= result.metrics["test/acc"] <= 1.0
+    predictor = load_predictor(result.run_id, cfg.logger.tracking_uri, "cpu")
+    after = predictor.net.encoder.ngrams.bigrams.weight.detach()
+    assert after.shape == before.shape and not torch.allclose(after, before)
+    assert len(predictor.predict(["5 6 7", "7 6 5"])) == 2

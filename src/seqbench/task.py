@@ -50,6 +50,7 @@ class ClassificationTask(L.LightningModule):
         scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
         scheduler_monitor: str = "val/loss",
         batch_splitter: BatchSplitter | None = None,
+        lr_scales: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -58,6 +59,7 @@ class ClassificationTask(L.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_monitor = scheduler_monitor
         self.batch_splitter = batch_splitter
+        self.lr_scales = dict(lr_scales or {})
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": _metrics(self.num_classes).clone(prefix=f"{s}/") for s in SPLITS}
         )
@@ -148,8 +150,32 @@ class ClassificationTask(L.LightningModule):
             per_class[key] = value
         self.log_dict(per_class, sync_dist=True)
 
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups: one at the optimiser's own rate, and one per ``lr_scales`` entry
+        (a submodule name, e.g. ``ngrams``, and a factor on the rate) whose parameters learn
+        faster or slower. A wide, sparse part such as an n-gram bag sees each of its rows in
+        few steps and would otherwise still be learning when the recurrent part has overfitted.
+        """
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if self.lr_scales and base_lr is None:
+            raise ValueError("model.lr_scales needs the optimiser's lr set in model.optimizer.lr")
+        groups: dict[str, list[nn.Parameter]] = {name: [] for name in ("", *self.lr_scales)}
+        for name, param in self.net.named_parameters():
+            owners = [part for part in name.split(".")[:-1] if part in self.lr_scales]
+            groups[owners[-1] if owners else ""].append(param)
+        unused = [name for name in self.lr_scales if not groups[name]]
+        if unused:
+            raise ValueError(
+                f"model.lr_scales names {unused}, which this model does not have; its "
+                f"submodules: {sorted({n.split('.')[-1] for n, _ in self.net.named_modules() if n})}"
+            )
+        return [{"params": groups[""]}] * bool(groups[""]) + [
+            {"params": groups[name], "lr": base_lr * scale}
+            for name, scale in self.lr_scales.items()
+        ]
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -159,6 +159,7 @@ def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=scheduler,
         batch_splitter=splitter,
+        lr_scales=dict(cfg.model.get("lr_scales") or {}),
     )
 
 

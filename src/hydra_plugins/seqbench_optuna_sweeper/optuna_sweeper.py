@@ -49,6 +49,7 @@ OWNER_ATTR = "seqbench.sweeper"  # {"host", "pid", "token"} of the sweeper proce
 INTERRUPTED_ATTR = "seqbench.interrupted"  # marks a trial failed because its sweeper died
 ERROR_ATTR = "seqbench.error"  # why a trial failed (exception or unusable return value)
 RETRY_OF_ATTR = "seqbench.retry_of"  # an interrupted trial this one re-runs
+START_FROM_ATTR = "seqbench.start_from"  # a trial queued from hydra.sweeper.start_from
 OUTPUT_DIR_ATTR = "seqbench.output_dir"  # the job's Hydra output directory
 RESULTS_FILE = "optimization_results.yaml"
 _SEARCH_TAGS = {"log", "int"}
@@ -77,6 +78,10 @@ class OptunaSweeperConf:
     params: dict[str, Any] = field(default_factory=dict)
     # If set (e.g. "logger.tags"), every job gets ++<key>.optuna_trial=N and ++<key>.optuna_study=NAME.
     trial_tags_key: str | None = None
+    # Configurations to try first, each {param: value} over (some of) `params`, queued once when
+    # the study is new (Optuna's enqueue_trial): a known good start, e.g. a hand-tuned model,
+    # that the sampler then has to beat. Parameters a configuration leaves out are sampled.
+    start_from: list[dict[str, Any]] = field(default_factory=list)
 
 
 ConfigStore.instance().store(
@@ -229,6 +234,14 @@ def count_finished(trials: Iterable[Any]) -> int:
     return sum(1 for t in trials if t.state in finished and not t.user_attrs.get(INTERRUPTED_ATTR))
 
 
+def _fits(dist: Any, value: Any) -> bool:
+    """Whether ``value`` is one of a choice's values or inside an interval."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):  # a categorical raises for a value it does not hold
+        return False
+
+
 def retry_later(study: Any, trial: Any) -> None:
     """Queue an interrupted trial's parameters for the next ``ask``. The relaunched job then has
     the same configuration, hence the same seqbench job key, and continues the interrupted
@@ -251,6 +264,7 @@ class OptunaSweeper(Sweeper):
         sampler: Any,
         params: Mapping[str, Any] | None,
         trial_tags_key: str | None,
+        start_from: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if n_trials < 0:
             raise ValueError(f"n_trials must be >= 0, got {n_trials}")
@@ -266,6 +280,10 @@ class OptunaSweeper(Sweeper):
         self.sampler_conf = sampler
         self.params = dict(params or {})
         self.trial_tags_key = trial_tags_key
+        self.start_from = [
+            dict(OmegaConf.to_container(c) if OmegaConf.is_config(c) else c)
+            for c in (start_from or [])
+        ]
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
@@ -370,6 +388,25 @@ class OptunaSweeper(Sweeper):
                 others,
             )
 
+    def _queue_start_from(self, study: Any, distributions: Mapping[str, Any]) -> None:
+        """Queue ``start_from`` before the study's first trial (never again on a relaunch)."""
+        for i, params in enumerate(self.start_from):
+            if unknown := sorted(set(params) - set(distributions)):
+                raise ValueError(
+                    f"hydra.sweeper.start_from[{i}] sets {unknown}, which the search space does "
+                    f"not have; searched: {sorted(distributions)}"
+                )
+            for name, value in params.items():
+                if not _fits(distributions[name], value):
+                    raise ValueError(
+                        f"hydra.sweeper.start_from[{i}]: {name}={value!r} is outside "
+                        f"{distributions[name]}"
+                    )
+        if self.start_from and not study.get_trials(deepcopy=False):
+            for i, params in enumerate(self.start_from):
+                study.enqueue_trial(params, user_attrs={START_FROM_ATTR: i})
+            log.info("queued %d start_from configuration(s) first", len(self.start_from))
+
     # -- sweep ------------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -392,6 +429,7 @@ class OptunaSweeper(Sweeper):
 
         storage, study = self._open_study()
         check_compatible(study.get_trials(deepcopy=False), distributions, study.study_name)
+        self._queue_start_from(study, distributions)
         self._fail_interrupted_trials(storage, study)
         done = count_finished(study.get_trials(deepcopy=False))
         log.info(

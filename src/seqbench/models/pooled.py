@@ -3,7 +3,8 @@
 Beyond the seeds: instead of reading one final state, every time step's output (both
 directions) is pooled, max and mean over the review's real tokens, which is how well-tuned
 from-scratch recurrent models reach ~88% on IMDB. Options: an LSTM or a GRU cell, stacked
-layers, embedding dropout, and a Conv1d front end.
+layers, embedding dropout, a Conv1d front end, and a bag of words and hashed word bigrams
+beside the pooled state (``ngram_buckets > 0``; ``seqbench.models.ngrams`` says why).
 
 Padding never reaches the pooled state, with ``pre`` and ``post`` padding alike: pre-padded
 batches are first rolled so that each review starts at step 0 (the pads move to the end; a
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from seqbench.models.encoders import _check_padding
-from seqbench.models.randomness import Dropout
+from seqbench.models.ngrams import HashedNgramBag
+from seqbench.models.randomness import BranchDropout, Dropout
 from seqbench.models.recurrent import padding_mask, reverse_padded
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -64,7 +66,10 @@ class PooledRNNEncoder(nn.Module):
 
     ``pooling``: ``max_mean`` (both, concatenated: ``output_size = 4 * hidden_size``), ``max``
     or ``mean``. ``conv_filters=0`` leaves the Conv1d front end out. ``dropout`` is applied
-    between stacked recurrent layers."""
+    between stacked recurrent layers. ``ngram_buckets > 0`` appends a ``HashedNgramBag`` of
+    ``ngram_dim`` (words and bigrams hashed into that many buckets) to the pooled vector;
+    ``branch_dropout`` then drops the whole recurrent or bag vector for that share of the
+    training examples (``BranchDropout``), so that neither branch leaves the other idle."""
 
     def __init__(
         self,
@@ -79,6 +84,9 @@ class PooledRNNEncoder(nn.Module):
         conv_kernel_size: int = 3,
         pooling: str = "max_mean",
         padding: str = "post",
+        ngram_buckets: int = 0,
+        ngram_dim: int = 16,
+        branch_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         _check_padding(padding)
@@ -104,7 +112,13 @@ class PooledRNNEncoder(nn.Module):
             width = layers[-1].output_size
         self.layers = nn.ModuleList(layers)
         self.between = Dropout(dropout)
+        self.ngrams = (
+            HashedNgramBag(vocab_size, ngram_buckets, ngram_dim) if ngram_buckets else None
+        )
+        self.branch_dropout = BranchDropout(branch_dropout if self.ngrams is not None else 0.0)
         self.output_size = width * (2 if pooling == "max_mean" else 1)
+        if self.ngrams is not None:
+            self.output_size += self.ngrams.output_size
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(tokens.device).clamp(min=1)
@@ -123,4 +137,8 @@ class PooledRNNEncoder(nn.Module):
             pooled.append(x.masked_fill(~mask, float("-inf")).amax(dim=1))
         if self.pooling in ("max_mean", "mean"):
             pooled.append((x * mask).sum(dim=1) / lengths.unsqueeze(1).to(x.dtype))
-        return torch.cat(pooled, dim=-1)
+        if self.ngrams is None:
+            return torch.cat(pooled, dim=-1)
+        recurrent = self.branch_dropout(torch.cat(pooled, dim=-1))
+        bag = self.branch_dropout(self.ngrams(tokens, lengths).to(x.dtype))
+        return torch.cat([recurrent, bag], dim=-1)

@@ -48,3 +48,23 @@ class Dropout(nn.Dropout):
         if current_generator() is None or not self.training or self.p == 0:
             return super().forward(x)
         return x * keep_mask(tuple(x.shape), self.p, x)
+
+
+class BranchDropout(nn.Module):
+    """Drop a whole branch's vector for a random ``p`` of the examples (inverted scaling).
+
+    For models that concatenate the outputs of branches that learn at different speeds (a
+    recurrent encoder and an n-gram bag): without it the branch that memorises the training set
+    first leaves the other nothing to learn from; with it each branch must classify alone on
+    the examples where the other is dropped, so the two end up as complementary evidence."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"branch dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * keep_mask((x.size(0), *([1] * (x.dim() - 1))), self.p, x)
