@@ -85,18 +85,6 @@ def _nothing_written(root: Path, experiment: str) -> None:
             ["data.val_split='movie' is not valid: expected one of: stratified, grouped"],
         ),
         (["resume=sometimes"], ["resume='sometimes' is not valid; use auto, never, or a"]),
-        (
-            ["model=bigru_ngram", "model.net.encoder.branch_dropout=1.5"],
-            ["invalid model configuration", "branch dropout must be in [0, 1), got 1.5"],
-        ),
-        (
-            ["model=bigru_ngram", "+model.lr_scales.bag=2"],
-            ["model.lr_scales names ['bag'], which this model does not have", "'ngrams'"],
-        ),
-        (
-            ["model=bilstm_pool", "model.net.encoder.pooling=attention"],
-            ["pooling='attention' is not valid; valid choices: max_mean, max, mean"],
-        ),
     ],
     ids=lambda v: v[0] if isinstance(v, list) and len(v) == 1 and "=" in v[0] else None,
 )

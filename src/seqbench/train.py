@@ -23,7 +23,6 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
@@ -164,18 +163,6 @@ def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
     )
 
 
-def _checked_task(cfg: DictConfig, plan: CpuPlan) -> ClassificationTask:
-    """The task, built before any run exists so that a bad model setting (a size, a choice,
-    ``model.lr_scales``) is a ``ConfigError`` that leaves nothing behind. Nothing draws from the
-    global RNG between seeding and here, so the initial weights are those of a later build."""
-    try:
-        task = build_task(cfg, plan.batch_split)
-        task.parameter_groups()
-    except (ValueError, InstantiationException) as exc:
-        raise ConfigError(f"invalid model configuration: {exc}") from None
-    return task
-
-
 @dataclass
 class TrainResult:
     run_id: str | None  # None on DDP ranks other than 0, which do not track
@@ -219,7 +206,6 @@ def train(cfg: DictConfig) -> TrainResult:
         plan = configure_cpu(cfg)
         store = _open_store(cfg) if rank_zero_only.rank == 0 else None
         datamodule = setup_datamodule(cfg)  # bad data fails here, before any MLflow run exists
-        task = _checked_task(cfg, plan)  # and a bad model here
         tracked = None
         if store is not None:
             planned = _plan_run(cfg, *store)
@@ -235,9 +221,7 @@ def train(cfg: DictConfig) -> TrainResult:
             os.environ[_RESUME_CKPT_ENV] = decision["ckpt_path"] or ""
         try:
             with _heartbeat(cfg, tracked) as beat:
-                metrics = _fit_and_test(
-                    cfg, datamodule, task, tracked, run_origin, plan, guard, beat
-                )
+                metrics = _fit_and_test(cfg, datamodule, tracked, run_origin, plan, guard, beat)
         except BaseException as exc:
             if tracked is not None:
                 tracking.finish(tracked.client, tracked.run_id, exc)
@@ -428,13 +412,13 @@ def _heartbeat(cfg: DictConfig, tracked: TrackedRun | None) -> Iterator[Callable
 def _fit_and_test(
     cfg: DictConfig,
     datamodule,
-    task: ClassificationTask,
     tracked: TrackedRun | None,
     run_origin: float | None,
     plan: CpuPlan,
     guard: SignalGuard,
     beat: Callable[[], None],
 ) -> dict[str, float]:
+    task = build_task(cfg, plan.batch_split)
     client, run_id = (tracked.client, tracked.run_id) if tracked else (None, None)
     if tracked is not None and not tracked.resumed:
         lineage.log_data(client, run_id, datamodule)
