@@ -169,10 +169,11 @@ class ClassificationTask(L.LightningModule):
                 f"model.lr_scales names {unused}, which this model does not have; its "
                 f"submodules: {sorted({n.split('.')[-1] for n, _ in self.net.named_modules() if n})}"
             )
-        return [{"params": groups[""]}] * bool(groups[""]) + [
+        scaled = [
             {"params": groups[name], "lr": base_lr * scale}
             for name, scale in self.lr_scales.items()
         ]
+        return ([{"params": groups[""]}] if groups[""] else []) + scaled
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqbench.models.recurrent import padding_mask
+
 # Knuth's multiplicative hash constant (2^32 / golden ratio): spreads consecutive pair ids
 # over the buckets. ``(a * vocab + b) * _HASH`` stays below 2^63 for vocabularies < 2^30 / 2.
 _HASH = 2654435761
@@ -49,8 +51,7 @@ class HashedNgramBag(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(tokens.device).clamp(min=1)
-        steps = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)
-        real = (steps < lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+        real = padding_mask(lengths, tokens.size(1), "post").unsqueeze(-1)  # (B, T, 1)
         total = (self.words(tokens) * real).sum(dim=1)
         if tokens.size(1) > 1:  # a pair is real when its second token is
             total = total + (self.bigrams(self.bigram_ids(tokens)) * real[:, 1:]).sum(dim=1)
