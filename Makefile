@@ -96,7 +96,7 @@ tracking-server: install
 
 ui: install
 	@mkdir -p $(dir $(MLFLOW_DB))
-	@$(BIN)/python -m seqbench.registry --tracking-uri sqlite:///$(MLFLOW_DB) --port $(PORT)
+	@$(BIN)/python -m seqbench.report.registry --tracking-uri sqlite:///$(MLFLOW_DB) --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
 # MLflow starts the scoring server as `exec uvicorn ...`, so the venv's bin/ must be on PATH.

@@ -39,8 +39,8 @@ def main() -> int:
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args()
 
+    from seqbench.config.paths import project_root
     from seqbench.data.imdb import locate, read_imdb
-    from seqbench.paths import project_root
 
     root, _ = locate(args.archive, project_root() / "outputs" / "data" / "imdb")
     texts = read_imdb(root).test_texts[: args.requests]

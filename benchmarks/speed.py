@@ -44,7 +44,7 @@ def compose(overrides: list[str], tmp: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from seqbench.paths import config_dir, register_resolvers
+    from seqbench.config.paths import config_dir, register_resolvers
 
     register_resolvers()
     base = [
@@ -115,11 +115,11 @@ def build_datamodule(args, overrides: list[str]):
 
 def execution(cfg):
     """Run a model as seqbench-train would for ``cfg``: its threads, denormal flushing, batch
-    slices (seqbench.parallel) and autocast; returns (call(net, tokens, lengths), autocast)."""
+    slices (seqbench.training.parallel) and autocast; returns (call(net, tokens, lengths), autocast)."""
     import torch
 
-    from seqbench.parallel import BatchSplitter
     from seqbench.train import configure_cpu
+    from seqbench.training.parallel import BatchSplitter
 
     plan = configure_cpu(cfg)
     splitter = BatchSplitter(plan.batch_split, bool(cfg.flush_denormal))

@@ -10,7 +10,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from seqbench.paths import config_dir, register_resolvers
+from seqbench.config.paths import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"

@@ -16,8 +16,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import REPO, cli_env, experiment_runs, metric_points, wait_until
-from seqbench.paths import config_dir
-from seqbench.resume import RESUME_COUNT_TAG
+from seqbench.config.paths import config_dir
+from seqbench.run.resume import RESUME_COUNT_TAG
 from test_sweeps import TINY
 
 REQUIRE_SLURM = os.environ.get("SEQBENCH_REQUIRE_SLURM") == "1"

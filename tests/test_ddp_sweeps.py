@@ -1,4 +1,4 @@
-"""DDP inside Hydra multiruns, for real: 2 gloo processes on the CPU per job (seqbench.ddp)."""
+"""DDP inside Hydra multiruns, for real: 2 gloo processes on the CPU per job (seqbench.launch.ddp)."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from helpers import (
     store,
     wait_until,
 )
-from seqbench.resume import RESUME_COUNT_TAG
+from seqbench.run.resume import RESUME_COUNT_TAG
 from test_resume import _runs_with_epochs
 from test_sweeps import TINY, run_cli
 

@@ -1,5 +1,5 @@
 """Job keys of the shipped configurations are pinned: a relaunch after an upgrade must skip the
-jobs an older seqbench finished (``seqbench.jobs``). Moving a class named by ``_target_`` or
+jobs an older seqbench finished (``seqbench.run.jobs``). Moving a class named by ``_target_`` or
 renaming a config key changes a key unless the job identity maps it back; these tests turn red.
 
 The keys were computed on main at 558a80a (before the package reorganisation of issue 16).
@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from seqbench.paths import config_dir, register_resolvers
+from seqbench.config.paths import config_dir, register_resolvers
 
 register_resolvers()
 
@@ -43,7 +43,7 @@ PINNED = {
 
 
 def _key(overrides: list[str]) -> str:
-    from seqbench.jobs import job_key
+    from seqbench.run.jobs import job_key
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=overrides + FIXED)

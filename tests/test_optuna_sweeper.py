@@ -30,7 +30,7 @@ from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     format_value,
     parse_search_space,
 )
-from seqbench.paths import config_dir
+from seqbench.config.paths import config_dir
 
 STUDY = "test-study"
 SEARCHED = {

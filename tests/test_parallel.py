@@ -1,4 +1,4 @@
-"""Batch slices trained in parallel threads (seqbench.parallel), the CPU plan, bf16 default."""
+"""Batch slices trained in parallel threads (seqbench.training.parallel), the CPU plan, bf16 default."""
 
 import gc
 import platform
@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from helpers import make_config
-from seqbench import hardware
-from seqbench.parallel import BatchSplitter
 from seqbench.train import plan_cpu
+from seqbench.training import hardware
+from seqbench.training.parallel import BatchSplitter
 
 ARCHS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "bilstm", "cnn_lstm", "stacked_lstm"]
 

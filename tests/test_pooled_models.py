@@ -11,9 +11,9 @@ from seqbench.models import PooledRNNEncoder, SequenceClassifier
 from seqbench.models.classifier import count_trainable
 from seqbench.models.ngrams import HashedNgramBag
 from seqbench.models.pooled import left_align
-from seqbench.predict import load_predictor
-from seqbench.task import ClassificationTask
+from seqbench.serving.predict import load_predictor
 from seqbench.train import build_task, train
+from seqbench.training.task import ClassificationTask
 
 POOLED = ["bilstm_pool", "bigru_pool", "bigru_ngram"]
 

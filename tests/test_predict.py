@@ -23,10 +23,10 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 
 from helpers import make_config
-from seqbench import predict
-from seqbench.inference import Predictor, Preprocessing
-from seqbench.mlflow_model import MODEL_NAME
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
+from seqbench.serving import predict
+from seqbench.serving.inference import Predictor, Preprocessing
+from seqbench.serving.mlflow_model import MODEL_NAME
 from seqbench.train import train
 
 TINY = [
@@ -60,7 +60,7 @@ def env(runs, monkeypatch) -> dict:
 
 def _own_forward(run: dict, texts: list[str]) -> np.ndarray:
     """P(class 1) from the network rebuilt from the run's config and Lightning checkpoint,
-    each text encoded by hand (start token + ids) and fed alone: no seqbench.inference code."""
+    each text encoded by hand (start token + ids) and fed alone: no seqbench.serving.inference code."""
     client = MlflowClient(run["uri"])
     [ckpt] = client.list_artifacts(run["run_id"], "checkpoints")
     path = client.download_artifacts(run["run_id"], ckpt.path)
@@ -214,7 +214,7 @@ def test_a_text_scores_the_same_alone_and_beside_a_much_longer_one(runs, padding
 @pytest.mark.parametrize("padding", ["pre", "post"])
 def test_batches_scored_as_parallel_slices_give_the_same_scores(runs, padding):
     """seqbench-predict on several cores cuts each batch into slices scored in threads."""
-    from seqbench.parallel import BatchSplitter
+    from seqbench.training.parallel import BatchSplitter
 
     whole = _predictor(runs, padding)
     sliced = Predictor(whole.net, whole.prep, "cpu", BatchSplitter(2))

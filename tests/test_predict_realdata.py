@@ -8,7 +8,7 @@ import json
 import pytest
 
 from helpers import make_config
-from seqbench import predict
+from seqbench.serving import predict
 from seqbench.train import train
 
 POSITIVE = (

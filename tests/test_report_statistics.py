@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow import MlflowClient
 from scipy import stats
 
-from seqbench.paths import config_dir
+from seqbench.config.paths import config_dir
 from seqbench.report import COLUMNS, ReportError, build_table, load_reference, main
 from seqbench.report.statistics import (
     add_statistics,

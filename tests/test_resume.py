@@ -25,11 +25,11 @@ from helpers import (
     store,
     wait_until,
 )
-from seqbench import predict
-from seqbench.heartbeat import HOST_TAG, process_start_time
-from seqbench.jobs import JOB_KEY_TAG, job_key, params_diff, result_params
 from seqbench.report import build_table
-from seqbench.resume import RESUME_COUNT_TAG
+from seqbench.run.heartbeat import HOST_TAG, process_start_time
+from seqbench.run.jobs import JOB_KEY_TAG, job_key, params_diff, result_params
+from seqbench.run.resume import RESUME_COUNT_TAG
+from seqbench.serving import predict
 
 pytestmark = pytest.mark.slow
 
@@ -299,7 +299,7 @@ def test_a_killed_run_is_reported_stale_and_resumable(tmp_path):
     # Another host (we rewrite the tag a remote launch would have written): only the heartbeat
     # can tell. Fresh, the run counts as running; after the limit it is stale.
     client.set_tag(run.info.run_id, HOST_TAG, "another-host")
-    client.set_tag(run.info.run_id, "seqbench.heartbeat", f"{time.time():.0f}")
+    client.set_tag(run.info.run_id, "seqbench.run.heartbeat", f"{time.time():.0f}")
     assert reason().startswith("still running (heartbeat on another-host")
     time.sleep(4)
     assert reason().startswith("stale: no heartbeat on another-host")

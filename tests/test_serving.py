@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from helpers import chromium_or_skip, make_config, rendered_dom, served_process
 from seqbench import report
-from seqbench.inference import Predictor
+from seqbench.serving.inference import Predictor
 from seqbench.train import train
 
 TINY = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
@@ -163,7 +163,7 @@ def test_served_inputs_list_has_json_numbers_turned_into_text_by_mlflow(served):
 
 
 def test_champion_loads_by_alias_in_seqbench_predict(registered, capsys, monkeypatch):
-    from seqbench import predict
+    from seqbench.serving import predict
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     assert predict.main(["--model", f"models:/{NAME}@champion", "--format", "csv", "5 3"]) == 0
@@ -195,7 +195,7 @@ def test_printed_link_opens_the_training_runs_view_with_the_model_column(
     registered, ui_server, tmp_path
 ):
     chromium_or_skip()
-    from seqbench.registry import runs_view_url
+    from seqbench.report.registry import runs_view_url
 
     client = MlflowClient(registered["uri"])
     experiment_id = client.get_experiment_by_name("synthetic").experiment_id

@@ -224,7 +224,7 @@ def test_parallel_jobs_logging_the_same_new_dataset_all_succeed(team_server):
     """Regression: CI's joblib sweep on PostgreSQL failed one job with a duplicate key on
     MLflow's datasets table (its lookup-then-insert races). Unpatched, plain
     `log_inputs` failed in 8 of 8 rounds here; three rounds of eight runs."""
-    from seqbench.lineage import log_inputs_racing_other_runs
+    from seqbench.run.lineage import log_inputs_racing_other_runs
 
     base, _ = team_server
     for _ in range(3):

@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from helpers import make_config
+from seqbench.config.paths import file_stem
 from seqbench.data.corpus import RawCorpus, encode_corpus
 from seqbench.data.text_files import (
     DataFileError,
@@ -21,7 +22,6 @@ from seqbench.data.text_files import (
     encode_texts,
     read_labelled,
 )
-from seqbench.paths import file_stem
 from seqbench.train import train
 from text_data import make_frame, write
 

@@ -28,24 +28,25 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqbench import cluster, ddp, lineage, mlflow_model, plots, resume, tracking
-from seqbench.callbacks import (
+from seqbench.config.paths import config_dir, project_root, register_resolvers
+from seqbench.config.validation import ConfigError, check_config
+from seqbench.data.archive import ArchiveError
+from seqbench.launch import cluster, ddp
+from seqbench.run import checkpoints, lineage, plots, resume, tracking
+from seqbench.run.checkpoints import TrackedCheckpoint
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, HeartbeatEachEpoch, identity_tags
+from seqbench.run.interrupt import RunInterrupted, SignalGuard, StopOnSignal, hand_over
+from seqbench.run.jobs import JOB_KEY_TAG, job_key, result_params
+from seqbench.serving import mlflow_model
+from seqbench.training.callbacks import (
     EpochTimer,
-    HeartbeatEachEpoch,
     NonFiniteLossError,
     NonFiniteLossGuard,
     RandomStateInCheckpoint,
-    TrackedCheckpoint,
 )
-from seqbench.data.archive import ArchiveError
-from seqbench.hardware import release_freed_memory
-from seqbench.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, identity_tags
-from seqbench.interrupt import RunInterrupted, SignalGuard, StopOnSignal, hand_over
-from seqbench.jobs import JOB_KEY_TAG, job_key, result_params
-from seqbench.parallel import BatchSplitter
-from seqbench.paths import config_dir, project_root, register_resolvers
-from seqbench.task import ClassificationTask
-from seqbench.validation import ConfigError, check_config
+from seqbench.training.hardware import release_freed_memory
+from seqbench.training.parallel import BatchSplitter
+from seqbench.training.task import ClassificationTask
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -117,7 +118,7 @@ MIN_AUTO_SLICE = 32
 def plan_cpu(cfg: DictConfig) -> CpuPlan:
     """Threads and batch slices. ``cfg.batch_split`` null: when training on the CPU in one
     process, one slice per thread but no slice under ``MIN_AUTO_SLICE`` examples (batch 64:
-    2 slices, each with half the threads); else 1 (``seqbench.parallel``)."""
+    2 slices, each with half the threads); else 1 (``seqbench.training.parallel``)."""
     threads = usable_threads(cfg)
     split = cfg.get("batch_split")
     if split is None:
@@ -191,7 +192,7 @@ def train(cfg: DictConfig) -> TrainResult:
     Nothing is written before the config is valid, the tracking server answers and the data is
     ready: a typo or a corrupt archive leaves no run behind. With ``resume=auto`` a finished run
     of the same job is returned instead of retraining, and an interrupted one is continued
-    (``seqbench.resume``). The metrics include ``val/acc_best`` (what sweeps optimise).
+    (``seqbench.run.resume``). The metrics include ``val/acc_best`` (what sweeps optimise).
     """
     check_config(cfg)
     global _RUNS_IN_PROCESS
@@ -267,7 +268,7 @@ def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def _plan_run(cfg: DictConfig, client: Any, experiment_id: str) -> PlannedRun | TrainResult:
-    """Decide (``seqbench.resume``) on the config as the data completed it; a finished job
+    """Decide (``seqbench.run.resume``) on the config as the data completed it; a finished job
     returns its result."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     key = job_key(resolved)
@@ -327,7 +328,7 @@ def _start_run(cfg: DictConfig, planned: PlannedRun, datamodule, plan: CpuPlan) 
             )
         count = int(run.data.tags.get(resume.RESUME_COUNT_TAG, "0")) + 1
         output_dir = Path(str(cfg.paths.output_dir))
-        ckpt = resume.find_checkpoint(client, run, output_dir / "checkpoints" / "downloaded")
+        ckpt = checkpoints.find_checkpoint(client, run, output_dir / "checkpoints" / "downloaded")
         commit = tracking.git_state(project_root()).get("git.commit")
         if commit != run.data.tags.get("git.commit"):
             log.warning(
@@ -336,7 +337,7 @@ def _start_run(cfg: DictConfig, planned: PlannedRun, datamodule, plan: CpuPlan) 
                 run.data.tags.get("git.commit"),
                 commit,
             )
-        step = resume.checkpoint_step(ckpt) if ckpt else 0
+        step = checkpoints.checkpoint_step(ckpt) if ckpt else 0
         client.update_run(run_id, status="RUNNING")
         tracking.set_tags(
             client,
@@ -438,14 +439,14 @@ def _fit_and_test(
         logged_steps=tracked.logged_steps if tracked else None,
     )
 
-    def upload(path: Path, name: str = resume.CHECKPOINT_NAME) -> None:
+    def upload(path: Path, name: str = checkpoints.CHECKPOINT_NAME) -> None:
         if client is not None:  # for a resume on another machine
-            resume.upload_checkpoint(client, run_id, path, name)
+            checkpoints.upload_checkpoint(client, run_id, path, name)
 
     def fetch(name: str) -> Path | None:
         if client is None:
             return None
-        return resume.download_checkpoint(client, run_id, name, checkpoint_dir / "downloaded")
+        return checkpoints.download_checkpoint(client, run_id, name, checkpoint_dir / "downloaded")
 
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c

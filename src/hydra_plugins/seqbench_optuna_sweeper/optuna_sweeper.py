@@ -245,7 +245,7 @@ def _fits(dist: Any, value: Any) -> bool:
 def retry_later(study: Any, trial: Any) -> None:
     """Queue an interrupted trial's parameters for the next ``ask``. The relaunched job then has
     the same configuration, hence the same seqbench job key, and continues the interrupted
-    MLflow run from its checkpoint instead of starting a new one (``seqbench.resume``)."""
+    MLflow run from its checkpoint instead of starting a new one (``seqbench.run.resume``)."""
     study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF_ATTR: trial.number})
 
 

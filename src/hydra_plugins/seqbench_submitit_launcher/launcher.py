@@ -2,7 +2,7 @@
 
 On a cluster a job is warned before it is preempted or reaches its time limit: SLURM sends
 ``preempt_signal`` (``USR1`` here; submitit's default is ``USR2``) ``signal_delay_s`` seconds
-ahead. seqbench's handler (``seqbench.interrupt``) catches it in every rank, saves a mid-epoch
+ahead. seqbench's handler (``seqbench.run.interrupt``) catches it in every rank, saves a mid-epoch
 ``last.ckpt``, marks the MLflow run KILLED and then hands the signal to submitit, whose handler
 calls this launcher's ``checkpoint`` (the same job again) and requeues it. The requeued job is
 the same config, so ``resume=auto`` continues the same MLflow run from that checkpoint.

@@ -1,6 +1,6 @@
 """Plain ``nn.Module`` models: encoders turn token ids into a vector, a head classifies it.
 
-They know nothing of training; ``seqbench.task`` owns the loss, metrics and optimiser.
+They know nothing of training; ``seqbench.training.task`` owns the loss, metrics and optimiser.
 """
 
 from seqbench.models.classifier import SequenceClassifier

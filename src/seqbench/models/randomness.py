@@ -1,5 +1,5 @@
 """Dropout that can draw from a per-thread generator, so batch slices trained in parallel
-threads (seqbench.parallel) get reproducible masks.
+threads (seqbench.training.parallel) get reproducible masks.
 
 Why our own: ``nn.Dropout`` always draws from torch's one global CPU generator; two threads
 drawing from it at once get masks in whichever order the scheduler runs them, so a seeded run

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from seqbench import registry
-from seqbench.heartbeat import DEFAULT_STALE_AFTER
+from seqbench.report import registry
 from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, ReportError
 from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
 from seqbench.report.query import build_table, default_tracking_uri, open_client
 from seqbench.report.reference import load_reference, resolve_reference_path
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from seqbench.paths import project_root
+from seqbench.config.paths import project_root
 from seqbench.report.core import (
     MAX_TAG_VALUE,
     OUTPUT_FILES,

@@ -15,8 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
-from seqbench.heartbeat import DEFAULT_STALE_AFTER, liveness
-from seqbench.paths import project_root
+from seqbench.config.paths import project_root
 from seqbench.report.core import (
     _NOT_FINISHED,
     COLUMNS,
@@ -30,6 +29,7 @@ from seqbench.report.core import (
 )
 from seqbench.report.core import row_label as _label
 from seqbench.report.statistics import add_statistics
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, liveness
 
 
 def default_tracking_uri() -> str:

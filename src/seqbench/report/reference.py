@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from seqbench.paths import config_dir, project_root
+from seqbench.config.paths import config_dir, project_root
 from seqbench.report.core import Reference, ReportError
 
 

@@ -1,10 +1,10 @@
 """What a launch does with earlier runs of the same job: skip, continue, or start fresh.
 
 ``resume=auto`` (default) looks up the experiment's runs tagged with this launch's job key
-(``seqbench.jobs``):
+(``seqbench.run.jobs``):
 
 - a FINISHED run: skip the job and return that run's metrics (sweepers and tables see it);
-- a KILLED or FAILED run, or a RUNNING run whose process is gone (``seqbench.heartbeat``):
+- a KILLED or FAILED run, or a RUNNING run whose process is gone (``seqbench.run.heartbeat``):
   continue that same MLflow run from its last checkpoint;
 - a RUNNING run that is alive: refuse, naming the process (two processes must never train
   the same run);
@@ -18,24 +18,19 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from seqbench.heartbeat import liveness
-from seqbench.jobs import JOB_KEY_TAG, params_diff
+from seqbench.run.heartbeat import liveness
+from seqbench.run.jobs import JOB_KEY_TAG, params_diff
 
 log = logging.getLogger(__name__)
 
 RESUME_COUNT_TAG = "seqbench.resume_count"
 RESUMED_FROM_STEP_TAG = "seqbench.resumed_from_step"  # global step of the checkpoint resumed
-CHECKPOINT_ARTIFACT = "resume"  # artifact folder of the run's latest last.ckpt
-CHECKPOINT_NAME = "last.ckpt"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _RESUMABLE = ("KILLED", "FAILED", "RUNNING")
 
@@ -123,50 +118,3 @@ def _decide(runs: list[Run], stale_after: float) -> ResumePlan:
         if status in _RESUMABLE:
             return ResumePlan("resume", run, status)
     return ResumePlan("new", reason="no earlier run of this job")
-
-
-def upload_checkpoint(client: MlflowClient, run_id: str, path: Path, name: str) -> None:
-    """Copy a checkpoint into the run's ``resume/`` artifacts as ``name`` (overwriting)."""
-    if path.name == name:
-        client.log_artifact(run_id, str(path), artifact_path=CHECKPOINT_ARTIFACT)
-        return
-    with tempfile.TemporaryDirectory() as tmp:  # log_artifact keeps the file's own name
-        renamed = Path(tmp) / name
-        shutil.copyfile(path, renamed)
-        client.log_artifact(run_id, str(renamed), artifact_path=CHECKPOINT_ARTIFACT)
-
-
-def download_checkpoint(
-    client: MlflowClient, run_id: str, name: str, download_dir: Path
-) -> Path | None:
-    """``resume/<name>`` of the run, downloaded into ``download_dir``; None when absent."""
-    try:
-        names = [a.path for a in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT)]
-    except MlflowException:
-        return None
-    wanted = f"{CHECKPOINT_ARTIFACT}/{name}"
-    if wanted not in names:
-        return None
-    download_dir.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, wanted, str(download_dir)))
-
-
-def checkpoint_step(path: Path) -> int | None:
-    """The global step a Lightning checkpoint was saved at (None when it cannot be read)."""
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-    except Exception:  # unreadable: Lightning reports it properly when it loads the file
-        return None
-
-
-def find_checkpoint(client: MlflowClient, run: Run, download_dir: Path) -> Path | None:
-    """The run's latest ``last.ckpt``: in the output folder it ran in when that still exists on
-    this machine, else downloaded from its MLflow artifacts (another machine, a cleaned disk)."""
-    output_dir = run.data.tags.get("output_dir")
-    if output_dir:
-        local = Path(output_dir) / "checkpoints" / CHECKPOINT_NAME
-        if local.is_file():
-            return local
-    return download_checkpoint(client, run.info.run_id, CHECKPOINT_NAME, download_dir)

@@ -67,7 +67,7 @@ def champion_run(runs: Any) -> dict:
 
 def logged_model_id(client: MlflowClient, run_id: str) -> str:
     """The id of the run's logged model named ``model`` (the last one, if logged twice)."""
-    from seqbench.mlflow_model import MODEL_NAME  # lazily: it imports torch
+    from seqbench.serving.mlflow_model import MODEL_NAME  # lazily: it imports torch
 
     run = client.get_run(run_id)
     outputs = run.outputs.model_outputs if run.outputs else []
@@ -147,9 +147,9 @@ def after_report(
 
 
 def print_links(argv: Sequence[str] | None = None) -> int:
-    """``python -m seqbench.registry``: the runs-view link of every experiment in a store
+    """``python -m seqbench.report.registry``: the runs-view link of every experiment in a store
     (``make ui`` prints them before starting the server)."""
-    parser = argparse.ArgumentParser(prog="python -m seqbench.registry")
+    parser = argparse.ArgumentParser(prog="python -m seqbench.report.registry")
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)

@@ -9,8 +9,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from seqbench import tracking
-from seqbench.validation import check_folders
+from seqbench.config.validation import check_folders
+from seqbench.run import tracking
 
 log = logging.getLogger(__name__)
 

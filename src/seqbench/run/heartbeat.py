@@ -16,14 +16,16 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import lightning as L
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TAG = "seqbench.heartbeat"  # unix seconds of the last beat
+HEARTBEAT_TAG = "seqbench.run.heartbeat"  # unix seconds of the last beat
 HOST_TAG = "seqbench.host"
 PID_TAG = "seqbench.pid"
 PID_START_TAG = "seqbench.pid_start"  # unix seconds the process started
@@ -127,3 +129,13 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class HeartbeatEachEpoch(L.Callback):
+    """Refreshes the run's heartbeat at the end of every training epoch."""
+
+    def __init__(self, beat: Callable[[], None]) -> None:
+        self.beat = beat
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.beat()

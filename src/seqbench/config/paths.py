@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/seqbench
 
 
 def project_root() -> Path:
@@ -43,7 +43,7 @@ def register_resolvers() -> None:
     ``${seqbench.stem:PATH}`` (a data set's default name, ``file_stem``); uid is
     cached per config, and Hydra copies the cache into every sweep job, so a sweep's jobs share
     it while separate launches differ."""
-    from seqbench.hardware import cpu_precision
+    from seqbench.training.hardware import cpu_precision
 
     OmegaConf.register_new_resolver("seqbench.cpu_precision", cpu_precision, replace=True)
     OmegaConf.register_new_resolver("seqbench.root", lambda: str(project_root()), replace=True)
@@ -51,7 +51,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver(
         "seqbench.uid", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True
     )
-    from seqbench import cluster  # the job shape of hydra/launcher=slurm
+    from seqbench.launch import cluster  # the job shape of hydra/launcher=slurm
 
     OmegaConf.register_new_resolver("seqbench.tasks_per_node", cluster.tasks_per_node, replace=True)
     OmegaConf.register_new_resolver("seqbench.gpus_per_node", cluster.gpus_per_node, replace=True)

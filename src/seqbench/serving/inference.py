@@ -1,7 +1,7 @@
 """Score raw text with a trained network: encode exactly as training did, batch-invariantly.
 
 Everything here works from a *bundle* folder (written by ``save_bundle``, carried inside the
-MLflow model by ``seqbench.mlflow_model``): ``weights.pt`` (a plain ``state_dict``, loaded with
+MLflow model by ``seqbench.serving.mlflow_model``): ``weights.pt`` (a plain ``state_dict``, loaded with
 ``torch.load(weights_only=True)``), ``net.yaml`` (the resolved ``model.net`` config, rebuilt with
 ``hydra.utils.instantiate``, no Hydra composition) and ``preprocessing.json`` (vocabulary,
 tokenizer, ``max_len``, truncating and padding sides, label names). No dataset, no Lightning.
@@ -23,7 +23,7 @@ from torch import nn
 
 from seqbench.data.text import FIRST_WORD_INDEX, SIDES, TOKENIZERS, Vocabulary, tokenize, truncate
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
-from seqbench.parallel import BatchSplitter
+from seqbench.training.parallel import BatchSplitter
 
 WEIGHTS, NET_CONFIG, PREPROCESSING = "weights.pt", "net.yaml", "preprocessing.json"
 BUNDLE_FORMAT = 1
@@ -134,7 +134,7 @@ class Predictor:
     ) -> None:
         self.prep = prep
         self.device = torch.device(device)
-        # CPU only: each batch's slices scored in parallel threads, one per core (seqbench.parallel);
+        # CPU only: each batch's slices scored in parallel threads, one per core (seqbench.training.parallel);
         # a row's score does not depend on its batch, so slicing changes no result.
         self.splitter = splitter
         self.net = net.to(self.device).eval()

@@ -1,7 +1,7 @@
 """A job's identity: which configuration values decide a run's result, and the key they hash to.
 
 Two launches of the same configuration in the same experiment are the same job: a relaunch
-skips it when it finished and continues it when it was interrupted (``seqbench.resume``). The
+skips it when it finished and continues it when it was interrupted (``seqbench.run.resume``). The
 key hashes the resolved config *minus* the values below, which say where and how fast a run
 executes, never what it computes. This list is the one place that decides it.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.tracking import flatten
+from seqbench.run.tracking import flatten
 
 JOB_KEY_TAG = "seqbench.job_key"
 
@@ -36,7 +36,7 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "heartbeat.*",  # liveness bookkeeping
     "nonfinite_check.*",  # a guard: it stops a broken run, it never changes a good one
     "num_threads",  # execution plan: the same computation on more or fewer cores
-    "batch_split",  # same gradient, summed over slices (seqbench.parallel)
+    "batch_split",  # same gradient, summed over slices (seqbench.training.parallel)
     "flush_denormal",  # only values below 1e-38 differ
     "data.archive",  # the same data from another folder (data.fingerprint is checked on resume)
     "data.cache_dir",
@@ -53,6 +53,21 @@ NON_RESULT_KEYS: tuple[str, ...] = (
 )
 
 
+# Classes named by ``_target_`` that moved to another module: the job key hashes the name they
+# had when the key was first computed, so a relaunch after the move still finds finished jobs
+# (tests/test_job_keys.py pins the keys of the shipped configurations). New path -> old path.
+MOVED_TARGETS: dict[str, str] = {
+    "seqbench.run.checkpoints.TrackedCheckpoint": "seqbench.callbacks.TrackedCheckpoint",
+}
+
+
+def _identity_value(key: str, value: str) -> str:
+    """A param's value as the job key sees it: moved classes under their first name."""
+    if key.endswith("._target_"):
+        return MOVED_TARGETS.get(value, value)
+    return value
+
+
 def _container(cfg: DictConfig | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
@@ -65,7 +80,7 @@ def is_result_key(key: str) -> bool:
 
 def result_params(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
     """The flattened ``key -> value`` pairs (as logged to MLflow) that decide the result."""
-    return {k: v for k, v in flatten(_container(cfg)) if is_result_key(k)}
+    return {k: _identity_value(k, v) for k, v in flatten(_container(cfg)) if is_result_key(k)}
 
 
 def job_key(cfg: DictConfig | Mapping[str, Any]) -> str:
@@ -78,7 +93,8 @@ def params_diff(current: Mapping[str, str], logged: Mapping[str, str]) -> list[s
     """Human-readable differences between this launch's result params and a run's params."""
     lines = []
     for key in sorted(set(current) | {k for k in logged if is_result_key(k)}):
-        now, then = current.get(key, "<absent>"), logged.get(key, "<absent>")
+        now = current.get(key, "<absent>")
+        then = _identity_value(key, logged.get(key, "<absent>"))
         if now != then:
             lines.append(f"{key}: {then} (run) -> {now} (now)")
     return lines

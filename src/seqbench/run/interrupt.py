@@ -125,7 +125,7 @@ class StopOnSignal(L.Callback):
         if trainer.is_global_zero:
             self.on_saved(path)
         if trainer.world_size > 1:
-            trainer.strategy.barrier("seqbench.interrupt")  # other ranks exit after the upload
+            trainer.strategy.barrier("seqbench.run.interrupt")  # other ranks exit after the upload
         raise RunInterrupted(
             requested,
             f"at epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}; checkpoint {path}",

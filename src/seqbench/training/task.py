@@ -13,7 +13,7 @@ from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
 from seqbench.models.classifier import count_trainable
-from seqbench.parallel import BatchSplitter
+from seqbench.training.parallel import BatchSplitter
 
 SPLITS = ("train", "val", "test")
 

@@ -25,7 +25,7 @@ from typing import IO
 
 import pandas as pd
 
-from seqbench.inference import (
+from seqbench.serving.inference import (
     LABEL_COLUMN,
     PROB_PREFIX,
     TOKENS_COLUMN,
@@ -34,7 +34,7 @@ from seqbench.inference import (
     Predictor,
     check_texts,
 )
-from seqbench.parallel import BatchSplitter
+from seqbench.training.parallel import BatchSplitter
 
 EXIT_USAGE = 2
 PROGRESS_FROM = 1000  # texts; smaller inputs finish before a bar would say anything
@@ -133,7 +133,7 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 def default_tracking_uri() -> str:
     """As ``seqbench-report``: ``$MLFLOW_TRACKING_URI``, else the project's SQLite store (not
     imported from seqbench.report, whose imports cost a second or two of start-up)."""
-    from seqbench.paths import project_root
+    from seqbench.config.paths import project_root
 
     return (
         os.environ.get("MLFLOW_TRACKING_URI")
@@ -161,7 +161,7 @@ def load_predictor(model: str, tracking_uri: str, device: str, batch_size: int =
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from seqbench.mlflow_model import SeqbenchTextClassifier, use_store
+    from seqbench.serving.mlflow_model import SeqbenchTextClassifier, use_store
 
     uri = model_uri(model)
     try:

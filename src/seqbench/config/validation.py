@@ -133,7 +133,7 @@ def _value(cfg: DictConfig, key: str) -> object:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` listing every value that breaks a rule."""
-    from seqbench.resume import ResumeError, check_resume_value
+    from seqbench.run.resume import ResumeError, check_resume_value
 
     problems = check_folders(cfg)
     if data_min := _value(cfg, "data.min_len"):

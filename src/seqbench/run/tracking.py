@@ -196,7 +196,7 @@ def environment_tags() -> dict[str, str]:
 def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) -> None:
     """Mark the run FINISHED, or FAILED when ``exc`` ended it (KILLED for Ctrl-C or SIGTERM, e.g.
     a cluster's time limit: such a run is worth resuming, not debugging)."""
-    from seqbench.interrupt import RunInterrupted
+    from seqbench.run.interrupt import RunInterrupted
 
     if exc is None:
         status = RunStatus.FINISHED

@@ -1,20 +1,17 @@
-"""Lightning callbacks: throughput for the comparison tables, checkpoints that reach MLflow,
-heartbeats, and the non-finite loss guard."""
+"""Training callbacks that know nothing of tracking: throughput for the comparison tables, the
+non-finite loss guard, and random states saved in checkpoints."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from seqbench.heartbeat import process_start_time
+from seqbench.run.heartbeat import process_start_time
 
 
 class EpochTimer(L.Callback):
@@ -71,71 +68,6 @@ class EpochTimer(L.Callback):
             on_epoch=True,
             on_step=False,
         )
-
-
-class TrackedCheckpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` whose checkpoints also reach the run's MLflow artifacts.
-
-    Each new ``last.ckpt`` and each new best checkpoint (as ``best.ckpt``) is passed to
-    ``on_saved(path, name)``, which the training entry point sets to an upload into the run's
-    ``resume/`` folder: a relaunch on another machine resumes from there
-    (``seqbench.resume.find_checkpoint``), and ``fetch(name)`` brings the best one back when the
-    folder it was written to is not on this machine.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_saved: Callable[[Path, str], None] | None = None
-        self.fetch: Callable[[str], Path | None] | None = None
-        self._uploaded: dict[str, tuple[str, float]] = {}
-
-    def _upload(self, path_text: str, name: str) -> None:
-        path = Path(path_text) if path_text else None
-        if self.on_saved is None or path is None or not path.is_file():
-            return
-        stamp = (str(path), path.stat().st_mtime)
-        if self._uploaded.get(name) != stamp:
-            self.on_saved(path, name)
-            self._uploaded[name] = stamp
-
-    def _upload_new(self) -> None:
-        self._upload(self.last_model_path, "last.ckpt")
-        self._upload(self.best_model_path, "best.ckpt")
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep the best-so-far record of the run being resumed. A resume writes into a new
-        output folder, and Lightning forgets the best score when the folder differs: a worse
-        later epoch would then become "best" and give the test metrics."""
-        super().load_state_dict(
-            {**state_dict, "dirpath": self.dirpath, "last_model_path": self.last_model_path}
-        )
-        best = self.best_model_path
-        if best and not Path(best).is_file() and self.fetch is not None:
-            fetched = self.fetch("best.ckpt")  # resumed on another machine
-            if fetched is not None:
-                score = self.best_k_models.pop(best, self.best_model_score)
-                self.best_model_path = str(fetched)
-                self.best_k_models[str(fetched)] = score
-                if self.kth_best_model_path == best:
-                    self.kth_best_model_path = str(fetched)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        self._upload_new()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        self._upload_new()
-
-
-class HeartbeatEachEpoch(L.Callback):
-    """Refreshes the run's heartbeat at the end of every training epoch."""
-
-    def __init__(self, beat: Callable[[], None]) -> None:
-        self.beat = beat
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.beat()
 
 
 class NonFiniteLossError(FloatingPointError):
