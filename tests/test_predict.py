@@ -383,3 +383,45 @@ def test_predict_leaves_mlflow_uris_and_the_environment_as_they_were(env, capsys
     assert code == 0, err
     assert os.environ.get("MLFLOW_TRACKING_URI") == before == env["uri"]
     assert "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+# The entry file every model logged before issue 16 carries (seqbench/pyfunc_entry.py at 558a80a),
+# byte for byte apart from its docstring: it imports the loader from ``seqbench.mlflow_model``.
+PRE_MOVE_ENTRY = """from mlflow.models import set_model
+
+from seqbench.mlflow_model import SeqbenchTextClassifier
+
+set_model(SeqbenchTextClassifier())
+"""
+
+
+def test_a_model_logged_before_the_package_move_loads_and_predicts_the_same(runs, tmp_path):
+    """Models logged by older seqbench import ``seqbench.mlflow_model``; that path must keep
+    loading them (issue 16). The run's model is copied, its entry file replaced by the old one,
+    and loaded from the folder in a fresh interpreter."""
+    run = runs["pre"]
+    expected = _own_forward(run, TEXTS)
+    import mlflow
+
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run['run_id']}/{MODEL_NAME}",
+            dst_path=str(tmp_path / "model"),
+            tracking_uri=run["uri"],
+        )
+    )
+    entries = list(folder.glob("pyfunc_entry.py"))
+    assert entries, sorted(p.name for p in folder.iterdir())
+    entries[0].write_text(PRE_MOVE_ENTRY)
+    code = f"""
+import json, mlflow, pandas as pd
+model = mlflow.pyfunc.load_model({str(folder)!r})
+frame = model.predict(pd.DataFrame({{"text": {TEXTS!r}}}))
+print(json.dumps(frame["prob_A first"].tolist()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    probs = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-6)
