@@ -19,16 +19,23 @@ DOC = REPO / "docs" / "python-api.md"
 DOC_ROOT = '"/tmp/seqbench-demo"'  # the root the examples use; the test points it at tmp_path
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_env(monkeypatch):
+    """Each test starts without these variables and ends with them as they were, even when the
+    code under test leaks one (Lightning's logger exports ``MLFLOW_TRACKING_URI``)."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SEQBENCH_ROOT"):
+        monkeypatch.setenv(name, "")  # records the value to restore at teardown
+        monkeypatch.delenv(name)
+
+
 def python_blocks(markdown: str) -> list[str]:
     """The ```python fenced blocks of a Markdown page, in order."""
     return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.S | re.M)
 
 
-def test_docs_examples_train_compare_and_score(tmp_path, monkeypatch):
+def test_docs_examples_train_compare_and_score(tmp_path):
     """Every example of the page, in order, in one namespace: as a reader pastes them into a
     notebook. The results are then read back from the MLflow store the examples wrote to."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("SEQBENCH_ROOT", raising=False)
     markdown = DOC.read_text(encoding="utf-8")
     blocks = python_blocks(markdown)
     assert len(blocks) == 3, "train, compare, score"
@@ -82,7 +89,6 @@ def test_fit_again_skips_the_finished_run(tmp_path, monkeypatch):
 
     import seqbench
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path / "elsewhere"))
     tiny = ["data=synthetic", "data.n_train=200", "data.n_test=100", "trainer.max_epochs=1"]
     tiny += ["callbacks.progress_bar.refresh_rate=0", "+logger.log_model=false"]
