@@ -21,6 +21,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from seqbench.report.core import ReportError
+
 CHAMPION = "champion"
 SELECT_BY = "val/acc_best"
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -131,8 +133,6 @@ def after_report(
     )
     if not register:
         return None
-    from seqbench.report import ReportError
-
     try:
         version = register_champion(client, report, register, table)
     except RegistryError as exc:
