@@ -14,10 +14,10 @@ from seqbench.data.corpus import (
     EncodedCorpus,
     EncodedSplit,
     cached_corpus,
-    encode_corpus,
     grouped_split,
     stratified_split,
 )
+from seqbench.data.encoding import encode_corpus
 from seqbench.data.imdb import IMDB_MD5, IMDB_URL, locate, read_imdb
 from seqbench.data.sampling import BucketBatchSampler, PadCollate, SortedBatchSampler
 from seqbench.data.synthetic import make_synthetic
