@@ -9,10 +9,11 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
 from seqbench.report import registry
 from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, ReportError
 from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
-from seqbench.report.query import build_table, default_tracking_uri, open_client
+from seqbench.report.query import build_table, open_client
 from seqbench.report.reference import load_reference, resolve_reference_path
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
@@ -66,8 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-        "sqlite:///<project>/outputs/mlflow/mlflow.db)",
+        help=f"MLflow tracking URI (default: {DEFAULT_URI_HELP})",
     )
     parser.add_argument(
         "--out",

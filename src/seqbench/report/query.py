@@ -4,10 +4,8 @@ excluded runs, and the per-group aggregation behind the table."""
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
-from seqbench.config.paths import project_root
+from seqbench.config.store import sqlite_path
 from seqbench.report.core import (
     _NOT_FINISHED,
     COLUMNS,
@@ -32,23 +30,14 @@ from seqbench.report.statistics import add_statistics
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, liveness
 
 
-def default_tracking_uri() -> str:
-    """Same default as ``seqbench-train``: ``$MLFLOW_TRACKING_URI``, else the project's SQLite store."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{project_root()}/outputs/mlflow/mlflow.db"
-    )
-
-
 def open_client(tracking_uri: str) -> MlflowClient:
     """A client for ``tracking_uri``; refuses a missing SQLite file rather than creating an empty store."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ReportError(
-                f"no MLflow store at {path} (tracking URI {tracking_uri}); train something first, "
-                "or pass --tracking-uri / set MLFLOW_TRACKING_URI"
-            )
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise ReportError(
+            f"no MLflow store at {path} (tracking URI {tracking_uri}); train something first, "
+            "or pass --tracking-uri / set MLFLOW_TRACKING_URI"
+        )
     return MlflowClient(tracking_uri)
 
 
