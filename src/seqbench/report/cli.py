@@ -17,6 +17,8 @@ from seqbench.report.query import build_table, open_client
 from seqbench.report.reference import load_reference, resolve_reference_path
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
+EXIT_USER_ERROR = 2  # as seqbench-train and seqbench-predict (docs/exit-codes.md)
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -96,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: 0 on success, 1 with a one-line message for user errors."""
+    """Console entry point: 0 on success, 2 with a one-line message for user errors."""
     args = parse_args(argv)
     try:
         reference = (
@@ -131,10 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry.after_report(client, report, args.register, files["table.md"])
     except ReportError as exc:
         print(f"seqbench-report: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     except MlflowException as exc:
         print(f"seqbench-report: error: MLflow: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     return 0
 
 
