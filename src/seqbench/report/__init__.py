@@ -31,8 +31,9 @@ Conventions, stated once because the files outlive this code:
 - Runs that are not FINISHED, lack ``test/acc`` or lack a grouping key are never dropped silently:
   they are listed under "Not included" with their status and reason.
 
-Modules: ``core`` (constants, ``Report``, ``ReportError``), ``query`` (MLflow selection, runs ->
-records, stale and excluded runs, the aggregation), ``reference`` (published rows), ``render``
+Modules: ``core`` (constants, ``Report``, ``ReportError``), ``query`` (``build_table``), which
+composes ``selection`` (store, experiment, sweep, filter), ``records`` (runs -> records, stale
+and excluded runs) and ``aggregation`` (per-group rows), ``statistics``, ``reference`` (published rows), ``render``
 (Markdown, LaTeX), ``plots`` (curves figure), ``output`` (files, summary run), ``registry``
 (Model Registry, UI links), ``cli``. This package's face is small: ``build_table``,
 ``ReportError``, ``load_reference``, ``main`` and the constants ``COLUMNS`` and

@@ -13,8 +13,9 @@ from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
 from seqbench.report import registry
 from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, ReportError
 from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
-from seqbench.report.query import build_table, open_client
+from seqbench.report.query import build_table
 from seqbench.report.reference import load_reference, resolve_reference_path
+from seqbench.report.selection import open_client
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
 EXIT_USER_ERROR = 2  # as seqbench-train and seqbench-predict (docs/exit-codes.md)
