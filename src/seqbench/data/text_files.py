@@ -24,15 +24,14 @@ from seqbench.data.corpus import (
     stratified_sample,
     stratified_split,
 )
-from seqbench.data.datamodule import SequenceDataModule, _check_choice
+from seqbench.data.datamodule import RawTextDataModule, _check_choice
 from seqbench.data.encoding import NulInText, encode_texts
 from seqbench.data.file_format import FORMATS, DataFileError, check_exists, detect_format
 from seqbench.data.file_reading import read_labelled
 from seqbench.data.labels import class_ids, class_order
-from seqbench.data.text import SIDES, TOKENIZERS
 
 
-class TextFilesDataModule(SequenceDataModule):
+class TextFilesDataModule(RawTextDataModule):
     """Any labelled text file(s): ``train`` (required), ``test`` and ``val`` (optional).
 
     Without a test file a stratified ``test_fraction`` of the training file is held out; without
@@ -54,15 +53,9 @@ class TextFilesDataModule(SequenceDataModule):
         format: str | None = None,  # the config key users write (data.format)
         encoding: str = "utf-8",
         test_fraction: float = 0.2,
-        vocab_size: int = 5000,
-        truncating: str = "pre",
-        tokenizer: str = "word",
-        subset: int | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
-        _check_choice("truncating", truncating, SIDES)
-        _check_choice("tokenizer", tokenizer, TOKENIZERS)
+        super().__init__(cache_dir, **kwargs)
         if format is not None:
             _check_choice("format", format, FORMATS)
         if not train:
@@ -70,7 +63,6 @@ class TextFilesDataModule(SequenceDataModule):
         if test is None and not 0.0 < test_fraction < 1.0:
             raise ValueError(f"data.test_fraction={test_fraction} must be between 0 and 1")
         self.files = {"train": train, "test": test, "val": val}
-        self.cache_dir = Path(cache_dir)
         self.read_args = dict(
             text_column=text_column,
             label_column=label_column,
@@ -79,10 +71,6 @@ class TextFilesDataModule(SequenceDataModule):
             encoding=encoding,
         )
         self.test_fraction = test_fraction
-        self.vocab_size = vocab_size
-        self.truncating = truncating
-        self.tokenizer = tokenizer
-        self.subset = subset
 
     def _settings(self, shas: dict[str, str]) -> dict:
         return {
@@ -90,11 +78,7 @@ class TextFilesDataModule(SequenceDataModule):
             "files": shas,
             **self.read_args,
             "test_fraction": None if self.files["test"] else self.test_fraction,
-            "vocab_size": self.vocab_size,
-            "max_len": self.max_len,
-            "truncating": self.truncating,
-            "tokenizer": self.tokenizer,
-            "subset": self.subset,
+            **self.encoding_settings(),
             "split_seed": self.split_seed,
         }
 
