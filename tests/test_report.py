@@ -158,12 +158,12 @@ def test_cli_writes_files_logs_a_summary_run_and_skips_it_later(store, tmp_path,
 
 
 def test_unknown_experiment_is_a_clear_error(store, tmp_path, capsys):
-    assert main(["--tracking-uri", store, "--experiment", "nope", "--out", str(tmp_path)]) == 1
+    assert main(["--tracking-uri", store, "--experiment", "nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "'nope' does not exist" in err and repr(EXPERIMENT) in err and "Traceback" not in err
 
     missing_store = tmp_path / "none" / "mlflow.db"
-    assert main(["--tracking-uri", f"sqlite:///{missing_store}", "--experiment", EXPERIMENT]) == 1
+    assert main(["--tracking-uri", f"sqlite:///{missing_store}", "--experiment", EXPERIMENT]) == 2
     assert "no MLflow store" in capsys.readouterr().err and not missing_store.exists()
 
 

@@ -185,7 +185,7 @@ def test_csv_columns_match_scipy_on_runs_of_a_real_multirun(sweep_store, tmp_pat
 
 def test_baseline_naming_a_missing_row_is_a_clear_error(sweep_store, tmp_path, capsys):
     args = ["--tracking-uri", sweep_store, "--experiment", "stats", "--out", str(tmp_path)]
-    assert main([*args, "--baseline", "missing", "--no-summary-run"]) == 1
+    assert main([*args, "--baseline", "missing", "--no-summary-run"]) == 2
     err = capsys.readouterr().err
     assert "--baseline 'missing' is not a row of this table; rows: 'bigru_pool', 'lstm'" in err
     assert "Traceback" not in err

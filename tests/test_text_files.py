@@ -1,4 +1,4 @@
-"""data=text_files: reading every format, labels, the cache, the vectorised encoder, and each
+"""data=text_files: reading every format, labels, the cache, and each
 kind of bad input failing with a message that says where, before anything is cached or tracked."""
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from mlflow import MlflowClient
 
 from helpers import make_config
 from seqbench.config.paths import file_stem
-from seqbench.data.corpus import RawCorpus, encode_corpus
-from seqbench.data.text_files import (
-    DataFileError,
-    TextFilesDataModule,
-    class_order,
-    encode_texts,
-    read_labelled,
-)
+from seqbench.data.file_format import DataFileError
+from seqbench.data.file_reading import read_labelled
+from seqbench.data.labels import class_order
+from seqbench.data.text_files import TextFilesDataModule
 from seqbench.train import train
 from text_data import make_frame, write
 
@@ -142,45 +138,6 @@ def test_balanced_class_weights_come_from_the_training_split(tmp_path):
     expected = len(dm.splits["train"]) / (2 * counts)
     assert dm.loss_weights().numpy() == pytest.approx(expected)
     assert counts[0] > counts[1] and expected[1] > expected[0]
-
-
-def test_vectorised_encoder_matches_encode_corpus():
-    rng = np.random.default_rng(0)
-    words = [
-        "The",
-        "film's",
-        "naïve",
-        "ΣΟΦΟΣ",
-        "a_b",
-        "İstanbul",
-        "<br />",
-        "12",
-        "日本",
-        "e\u0301",
-    ]
-    texts = [" ".join(rng.choice(words, size=int(rng.integers(0, 25)))) for _ in range(200)]
-    train_texts, test_texts = [*texts[:150], "", "<BR/>x"], texts[150:]
-    y_train, y_test = rng.integers(0, 3, len(train_texts)), rng.integers(0, 3, len(test_texts))
-    raw = RawCorpus(train_texts, y_train, test_texts, y_test, ["a", "b", "c"])
-    for tokenizer in ("word", "char"):
-        for truncating in ("pre", "post"):
-            for vocab_size, chunk in ((6, 50_000), (1000, 50_000), (1000, 7)):
-                ref = encode_corpus(raw, vocab_size, 12, truncating, tokenizer)
-                vocab, train_split, other = encode_texts(
-                    train_texts,
-                    y_train,
-                    {"test": (test_texts, y_test)},
-                    vocab_size,
-                    12,
-                    truncating,
-                    tokenizer,
-                    chunk=chunk,  # 7: many chunks, merged in order of first appearance
-                )
-                assert vocab.words == ref.vocab.words
-                for mine, theirs in ((train_split, ref.train), (other["test"], ref.test)):
-                    assert np.array_equal(mine.tokens, theirs.tokens)
-                    assert np.array_equal(mine.offsets, theirs.offsets)
-                    assert np.array_equal(mine.labels, theirs.labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from seqbench.config.store import sqlite_path
+
 log = logging.getLogger(__name__)
 
 OWNER_ATTR = "seqbench.sweeper"  # {"host", "pid", "token"} of the sweeper process that asked for it
@@ -309,10 +311,8 @@ class OptunaSweeper(Sweeper):
             log.warning(
                 "hydra.sweeper.storage is null: the study lives in memory and cannot be resumed"
             )
-        elif self.storage_url.startswith("sqlite:///"):
-            Path(self.storage_url.removeprefix("sqlite:///")).expanduser().parent.mkdir(
-                parents=True, exist_ok=True
-            )
+        elif (database := sqlite_path(self.storage_url)) is not None:
+            database.expanduser().parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.get_storage(self.storage_url)
         study = optuna.create_study(
             storage=storage,

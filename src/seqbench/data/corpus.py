@@ -1,4 +1,5 @@
-"""Raw and encoded corpora, stratified sampling, and the on-disk cache of encoded corpora.
+"""Raw and encoded corpora, stratified sampling, and the on-disk cache of encoded corpora
+(``seqbench.data.encoding`` turns the one into the other).
 
 Encoding (tokenise, build the vocabulary, index, truncate) runs once per distinct setting and
 is cached, so the training loop never touches text: a second run starts within seconds.
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
-from tqdm.auto import tqdm
 
-from seqbench.data.text import Vocabulary, tokenize, truncate
+from seqbench.data.text import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -173,34 +173,14 @@ def grouped_split(
     return np.flatnonzero(held), np.flatnonzero(~held)
 
 
-def encode_corpus(
-    raw: RawCorpus, vocab_size: int, max_len: int, truncating: str = "pre", tokenizer: str = "word"
-) -> EncodedCorpus:
-    """Tokenise, build the vocabulary from the *train split only*, index and truncate both splits."""
-    train_tokens = [
-        tokenize(t, tokenizer) for t in tqdm(raw.train_texts, desc="tokenise train", unit="doc")
-    ]
-    vocab = Vocabulary.build(train_tokens, vocab_size)
-    lookup = vocab.index()
-
-    def encode(token_lists: Sequence[list[str]]) -> list[Sequence[int]]:
-        return [truncate(vocab.encode(toks, lookup), max_len, truncating) for toks in token_lists]
-
-    train = EncodedSplit.from_sequences(encode(train_tokens), raw.train_labels)
-    del train_tokens
-    test_tokens = [
-        tokenize(t, tokenizer) for t in tqdm(raw.test_texts, desc="tokenise test", unit="doc")
-    ]
-    test = EncodedSplit.from_sequences(encode(test_tokens), raw.test_labels)
-    groups = None
-    if raw.train_groups is not None:
-        groups = np.unique(np.asarray(raw.train_groups), return_inverse=True)[1].astype(np.int64)
-    return EncodedCorpus(train, test, list(raw.classes), vocab, train_groups=groups)
-
-
 def cache_key(settings: dict) -> str:
     blob = json.dumps({"format": CACHE_FORMAT, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cache_path(cache_dir: Path, settings: dict) -> Path:
+    """Where the corpus encoded under ``settings`` is cached (whether or not it exists yet)."""
+    return cache_dir / f"corpus-{cache_key(settings)}.npz"
 
 
 def cached_corpus(
@@ -213,7 +193,7 @@ def cached_corpus(
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(settings)
-    path = cache_dir / f"corpus-{key}.npz"
+    path = cache_path(cache_dir, settings)
     with FileLock(str(path) + ".lock"):
         if path.exists():
             log.info("encoded corpus cache hit: %s", path)

@@ -14,10 +14,10 @@ from seqbench.data.corpus import (
     EncodedCorpus,
     EncodedSplit,
     cached_corpus,
-    encode_corpus,
     grouped_split,
     stratified_split,
 )
+from seqbench.data.encoding import encode_corpus
 from seqbench.data.imdb import IMDB_MD5, IMDB_URL, locate, read_imdb
 from seqbench.data.sampling import BucketBatchSampler, PadCollate, SortedBatchSampler
 from seqbench.data.synthetic import make_synthetic
@@ -236,15 +236,13 @@ class SequenceDataModule(L.LightningDataModule):
         )
 
 
-class IMDBDataModule(SequenceDataModule):
-    """IMDB reviews: download or local archive -> safe extraction -> cached encoded corpus."""
+class RawTextDataModule(SequenceDataModule):
+    """A source of raw texts that are encoded here and cached (IMDB, labelled files): the
+    encoding settings, their checks, and their part of the cache key."""
 
     def __init__(
         self,
         cache_dir: str,
-        archive: str | None = None,
-        url: str = IMDB_URL,
-        known_hash: str = IMDB_MD5,
         vocab_size: int = 5000,
         truncating: str = "pre",
         tokenizer: str = "word",
@@ -255,13 +253,37 @@ class IMDBDataModule(SequenceDataModule):
         _check_choice("truncating", truncating, SIDES)
         _check_choice("tokenizer", tokenizer, TOKENIZERS)
         self.cache_dir = Path(cache_dir)
-        self.archive = archive
-        self.url = url
-        self.known_hash = known_hash
         self.vocab_size = vocab_size
         self.truncating = truncating
         self.tokenizer = tokenizer
         self.subset = subset
+
+    def encoding_settings(self) -> dict:
+        """Every encoding setting that changes the encoded corpus (so belongs in its cache key)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "max_len": self.max_len,
+            "truncating": self.truncating,
+            "tokenizer": self.tokenizer,
+            "subset": self.subset,
+        }
+
+
+class IMDBDataModule(RawTextDataModule):
+    """IMDB reviews: download or local archive -> safe extraction -> cached encoded corpus."""
+
+    def __init__(
+        self,
+        cache_dir: str,
+        archive: str | None = None,
+        url: str = IMDB_URL,
+        known_hash: str = IMDB_MD5,
+        **kwargs,
+    ) -> None:
+        super().__init__(cache_dir, **kwargs)
+        self.archive = archive
+        self.url = url
+        self.known_hash = known_hash
 
     def prepare_data(self) -> None:
         """Download/extract once (rank 0 only under DDP); encoding happens in ``setup``."""
@@ -272,11 +294,7 @@ class IMDBDataModule(SequenceDataModule):
         settings = {
             "source": "imdb",
             "fingerprint": fingerprint,
-            "vocab_size": self.vocab_size,
-            "max_len": self.max_len,
-            "truncating": self.truncating,
-            "tokenizer": self.tokenizer,
-            "subset": self.subset,
+            **self.encoding_settings(),
             "subset_seed": self.split_seed if self.subset else None,
         }
 

@@ -31,72 +31,34 @@ Conventions, stated once because the files outlive this code:
 - Runs that are not FINISHED, lack ``test/acc`` or lack a grouping key are never dropped silently:
   they are listed under "Not included" with their status and reason.
 
-Modules: ``core`` (constants, ``Report``, ``ReportError``), ``query`` (MLflow selection, runs ->
-records, stale and excluded runs, the aggregation), ``reference`` (published rows), ``render``
-(Markdown, LaTeX), ``plots`` (curves figure), ``output`` (files, summary run), ``cli``. Every
-public name is re-exported here, so ``from seqbench.report import ...`` keeps working.
+Modules: ``core`` (constants, ``Report``, ``ReportError``), ``query`` (``build_table``), which
+composes ``selection`` (store, experiment, sweep, filter), ``records`` (runs -> records, stale
+and excluded runs) and ``aggregation`` (per-group rows), ``statistics``, ``reference`` (published rows), ``render``
+(Markdown, LaTeX), ``plots`` (curves figure), ``output`` (files, summary run), ``registry``
+(Model Registry, UI links), ``cli``. This package's face is small: ``build_table``,
+``ReportError``, ``load_reference``, ``main`` and the constants ``COLUMNS`` and
+``REPORT_KIND_TAG``; everything else is imported from its module. The face is imported on first
+use (``__getattr__``), so importing ``seqbench.report.<module>`` costs only that module, and no
+module of the package imports the package itself (tests/test_imports.py).
 """
 
-from seqbench.report.cli import main, parse_args
-from seqbench.report.core import (
-    COLUMNS,
-    DEFAULT_GROUP_BY,
-    DEFAULT_METRIC,
-    MAX_TAG_VALUE,
-    OUTPUT_FILES,
-    REPORT_KIND,
-    REPORT_KIND_TAG,
-    Excluded,
-    Reference,
-    Report,
-    ReportError,
-)
-from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
-from seqbench.report.plots import plot_curves
-from seqbench.report.query import (
-    build_table,
-    default_tracking_uri,
-    latest_sweep_id,
-    metric_column,
-    open_client,
-)
-from seqbench.report.reference import load_reference, resolve_reference_path
-from seqbench.report.render import (
-    HEADERS,
-    latex_escape,
-    render_latex,
-    render_markdown,
-    render_table_markdown,
-)
+from __future__ import annotations
 
-__all__ = [
-    "COLUMNS",
-    "DEFAULT_GROUP_BY",
-    "DEFAULT_METRIC",
-    "HEADERS",
-    "MAX_TAG_VALUE",
-    "OUTPUT_FILES",
-    "REPORT_KIND",
-    "REPORT_KIND_TAG",
-    "Excluded",
-    "Reference",
-    "Report",
-    "ReportError",
-    "build_table",
-    "default_out_dir",
-    "default_tracking_uri",
-    "latest_sweep_id",
-    "latex_escape",
-    "load_reference",
-    "log_summary_run",
-    "main",
-    "metric_column",
-    "open_client",
-    "parse_args",
-    "plot_curves",
-    "render_latex",
-    "render_markdown",
-    "render_table_markdown",
-    "resolve_reference_path",
-    "write_outputs",
-]
+from typing import Any
+
+__all__ = ["COLUMNS", "REPORT_KIND_TAG", "ReportError", "build_table", "load_reference", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported when first asked for (MLflow, scipy and pandas are slow)."""
+    if name in ("COLUMNS", "REPORT_KIND_TAG", "ReportError"):
+        from seqbench.report import core as module
+    elif name == "build_table":
+        from seqbench.report import query as module
+    elif name == "load_reference":
+        from seqbench.report import reference as module
+    elif name == "main":
+        from seqbench.report import cli as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(module, name)

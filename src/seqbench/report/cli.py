@@ -9,12 +9,16 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
 from seqbench.report import registry
 from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, ReportError
 from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
-from seqbench.report.query import build_table, default_tracking_uri, open_client
+from seqbench.report.query import build_table
 from seqbench.report.reference import load_reference, resolve_reference_path
+from seqbench.report.selection import open_client
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
+
+EXIT_USER_ERROR = 2  # as seqbench-train and seqbench-predict (docs/exit-codes.md)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -66,8 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-        "sqlite:///<project>/outputs/mlflow/mlflow.db)",
+        help=f"MLflow tracking URI (default: {DEFAULT_URI_HELP})",
     )
     parser.add_argument(
         "--out",
@@ -96,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: 0 on success, 1 with a one-line message for user errors."""
+    """Console entry point: 0 on success, 2 with a one-line message for user errors."""
     args = parse_args(argv)
     try:
         reference = (
@@ -131,10 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry.after_report(client, report, args.register, files["table.md"])
     except ReportError as exc:
         print(f"seqbench-report: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     except MlflowException as exc:
         print(f"seqbench-report: error: MLflow: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     return 0
 
 

@@ -21,6 +21,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from seqbench.config.store import sqlite_path
+from seqbench.report.core import ReportError
+
 CHAMPION = "champion"
 SELECT_BY = "val/acc_best"
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -131,8 +134,6 @@ def after_report(
     )
     if not register:
         return None
-    from seqbench.report import ReportError
-
     try:
         version = register_champion(client, report, register, table)
     except RegistryError as exc:
@@ -153,8 +154,8 @@ def print_links(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
-    path = args.tracking_uri.removeprefix("sqlite:///")
-    if args.tracking_uri.startswith("sqlite:///") and not Path(path).is_file():
+    path = sqlite_path(args.tracking_uri)
+    if path is not None and not path.is_file():
         print("no runs yet: train something first (make demo)")
         return 0
     client = MlflowClient(args.tracking_uri)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from seqbench.report.aggregation import metric_column
 from seqbench.report.core import DEFAULT_METRIC, Reference, Report, row_label
-from seqbench.report.query import metric_column
 
 
 def _pct(x: float, digits: int = 2) -> str:

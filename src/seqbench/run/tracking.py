@@ -24,6 +24,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from seqbench.config.store import sqlite_path
+
 log = logging.getLogger(__name__)
 
 ERROR_TAG = "seqbench.error"  # why a FAILED or KILLED run ended
@@ -37,10 +39,6 @@ def is_local_store(uri: str) -> bool:
     """True for stores this process writes directly (SQLite file, plain path)."""
     scheme = urlparse(uri).scheme
     return scheme in ("", "file", "sqlite")
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 class TrackingUnreachable(RuntimeError):
@@ -76,7 +74,7 @@ def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
 
 def store_lock(uri: str) -> FileLock | None:
     """A file lock beside an SQLite store; serialises schema creation across parallel jobs."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from typing import IO
 
 import pandas as pd
 
+from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
 from seqbench.serving.inference import (
     LABEL_COLUMN,
     PROB_PREFIX,
@@ -128,17 +129,6 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Loading the model
-
-
-def default_tracking_uri() -> str:
-    """As ``seqbench-report``: ``$MLFLOW_TRACKING_URI``, else the project's SQLite store (not
-    imported from seqbench.report, whose imports cost a second or two of start-up)."""
-    from seqbench.config.paths import project_root
-
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{project_root()}/outputs/mlflow/mlflow.db"
-    )
 
 
 def model_uri(model: str) -> str:
@@ -269,8 +259,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--tracking-uri",
-        help="MLflow tracking URI for run ids and runs:/ models:/ URIs (default: "
-        "$MLFLOW_TRACKING_URI, else sqlite:///<project>/outputs/mlflow/mlflow.db)",
+        help="MLflow tracking URI for run ids and runs:/ models:/ URIs "
+        f"(default: {DEFAULT_URI_HELP})",
     )
     return parser.parse_args(argv)
 
