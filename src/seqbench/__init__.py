@@ -6,13 +6,11 @@ first use, so ``import seqbench`` loads neither torch nor MLflow: the console sc
 logged models, which import submodules, pay nothing for it.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("seqbench")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+unknown"
+from seqbench.version import __version__
+
+__all__ = ["__version__", "compose", "fit", "compare", "load_model"]
 
 _API = ("compose", "fit", "compare", "load_model")
 

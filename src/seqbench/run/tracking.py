@@ -180,10 +180,10 @@ def environment_tags() -> dict[str, str]:
     import lightning
     import torch
 
-    import seqbench
+    from seqbench.version import __version__
 
     return {
-        "version.seqbench": seqbench.__version__,
+        "version.seqbench": __version__,
         "version.torch": torch.__version__,
         "version.lightning": lightning.__version__,
         "host": platform.node(),

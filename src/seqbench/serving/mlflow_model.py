@@ -149,10 +149,10 @@ def requirements() -> list[str]:
     import hydra
     import omegaconf
 
-    import seqbench
+    from seqbench.version import __version__
 
     return [
-        f"seqbench=={seqbench.__version__}",
+        f"seqbench=={__version__}",
         f"torch=={torch.__version__.split('+')[0]}",
         f"mlflow=={mlflow.__version__}",
         f"hydra-core=={hydra.__version__}",
