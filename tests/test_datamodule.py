@@ -172,3 +172,23 @@ def test_grouped_validation_on_the_real_archive_shares_no_movie(tmp_path, shared
     assert 2400 <= len(dm.splits["val"]) <= 2500 and len(dm.splits["train"]) >= 22500
     assert not _movies(dm, "val") & _movies(dm, "train")
     assert 0.4 < dm.splits["val"].labels.mean() < 0.6
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_overfit_batches_sees_the_same_batches_every_epoch(bucketing):
+    """``debug=overfit`` (``trainer.overfit_batches``): the training sampler stops reshuffling,
+    while an ordinary trainer still gets new batches each epoch."""
+    import lightning as L
+
+    def first_batches(trainer: L.Trainer, epoch: int) -> list[list[int]]:
+        dm = SyntheticDataModule(n_train=200, n_test=20, batch_size=16, bucketing=bucketing)
+        dm.setup()
+        dm.trainer = trainer
+        sampler = dm.train_dataloader().batch_sampler
+        sampler.set_epoch(epoch)
+        return [list(b) for b in list(sampler)[:3]]
+
+    overfit = L.Trainer(overfit_batches=3, logger=False, enable_progress_bar=False)
+    assert first_batches(overfit, 0) == first_batches(overfit, 1)
+    plain = L.Trainer(logger=False, enable_progress_bar=False)
+    assert first_batches(plain, 0) != first_batches(plain, 1)

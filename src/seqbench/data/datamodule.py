@@ -169,12 +169,15 @@ class SequenceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         split = self.splits["train"]
         replicas, rank = self._distributed()
+        # trainer.overfit_batches (debug=overfit) must see the same few batches every epoch;
+        # Lightning turns shuffling off only for samplers it knows, not for this batch sampler.
+        shuffle = not (self.trainer is not None and self.trainer.overfit_batches > 0)
         if self.bucketing:
             sampler = BucketBatchSampler(
                 split.lengths,
                 self.batch_size,
                 seed=self.sampler_seed,
-                shuffle=True,
+                shuffle=shuffle,
                 pool_batches=self.bucket_pool_batches,
                 num_replicas=replicas,
                 rank=rank,
@@ -184,7 +187,7 @@ class SequenceDataModule(L.LightningDataModule):
                 np.zeros(len(split)),
                 self.batch_size,
                 seed=self.sampler_seed,
-                shuffle=True,
+                shuffle=shuffle,
                 pool_batches=1,
                 num_replicas=replicas,
                 rank=rank,
