@@ -11,6 +11,7 @@ import platform
 import signal
 import time
 from pathlib import Path
+from uuid import uuid4
 
 import lightning as L
 import pytest
@@ -50,14 +51,21 @@ def _no_decision_from_a_parent(monkeypatch):
 # -- a real store ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory) -> str:
+    """One SQLite store for the module (creating one runs MLflow's migrations: seconds);
+    every test has its own experiment in it."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
 @pytest.fixture()
-def client(tmp_path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{tmp_path}/store.db")
+def client(store_uri) -> MlflowClient:
+    return MlflowClient(store_uri)
 
 
 @pytest.fixture()
 def experiment(client, tmp_path) -> str:
-    return client.create_experiment("unit", artifact_location=(tmp_path / "art").as_uri())
+    return client.create_experiment(uuid4().hex, artifact_location=(tmp_path / "art").as_uri())
 
 
 def _run(client, experiment_id, status="RUNNING", tags=None, key="job"):
@@ -230,12 +238,18 @@ def test_finish_maps_how_a_run_ended_to_its_status(client, experiment, exc, stat
 # -- the lifecycle -----------------------------------------------------------------------------
 
 
+@pytest.fixture()
+def make_cfg(tmp_path, store_uri):
+    """The real composed config, tracking into its own experiment of the module's store."""
+    return lambda *overrides: _cfg(tmp_path, f"logger.tracking_uri={store_uri}", *overrides)
+
+
 def _cfg(tmp_path, *overrides):
     return make_config(
         tmp_path,
         [
             "data=synthetic",
-            "logger.experiment_name=lifecycle",
+            f"logger.experiment_name=lifecycle-{uuid4().hex}",
             "+logger.log_model=false",
             "heartbeat.interval=0",
             *overrides,
@@ -266,8 +280,8 @@ def _train_once(cfg, fingerprint: str = "fp-1") -> str:
         return run.run_id
 
 
-def test_a_new_run_is_created_tagged_and_finished(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_a_new_run_is_created_tagged_and_finished(tmp_path, make_cfg):
+    cfg = make_cfg()
     run_id = _train_once(cfg)
     client = _store(cfg)
     run = client.get_run(run_id)
@@ -282,8 +296,8 @@ def test_a_new_run_is_created_tagged_and_finished(tmp_path):
     assert (point.value, point.step) == (0.75, 0)
 
 
-def test_a_finished_job_is_skipped_and_no_run_is_written(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_a_finished_job_is_skipped_and_no_run_is_written(tmp_path, make_cfg):
+    cfg = make_cfg()
     first = _train_once(cfg)
     with RunLifecycle(cfg, multirun=False) as run:
         assert not run.plan()
@@ -301,8 +315,8 @@ def test_a_finished_job_is_skipped_and_no_run_is_written(tmp_path):
         (KeyboardInterrupt(), "KILLED", "KeyboardInterrupt"),
     ],
 )
-def test_an_error_or_a_signal_ends_the_run_with_its_reason(tmp_path, exc, status, reason):
-    cfg = _cfg(tmp_path)
+def test_an_error_or_a_signal_ends_the_run_with_its_reason(tmp_path, make_cfg, exc, status, reason):
+    cfg = make_cfg()
     with pytest.raises(type(exc)), RunLifecycle(cfg, multirun=False) as run:
         assert run.plan()
         run.start("fp-1")
@@ -312,9 +326,9 @@ def test_an_error_or_a_signal_ends_the_run_with_its_reason(tmp_path, exc, status
     assert reason in ended.data.tags[tracking.ERROR_TAG]
 
 
-def test_an_interrupted_run_is_reopened_from_its_uploaded_checkpoint(tmp_path):
+def test_an_interrupted_run_is_reopened_from_its_uploaded_checkpoint(tmp_path, make_cfg):
     """As on another machine: the checkpoint comes from the run's artifacts."""
-    cfg = _cfg(tmp_path)
+    cfg = make_cfg()
     last = tmp_path / "elsewhere" / "last.ckpt"
     last.parent.mkdir()
     torch.save({"global_step": 7}, last)
@@ -343,8 +357,8 @@ def test_an_interrupted_run_is_reopened_from_its_uploaded_checkpoint(tmp_path):
     assert sorted((p.step, p.value) for p in points) == [(1, 0.8)]  # first launch logged none
 
 
-def test_a_resume_on_other_data_is_refused_and_leaves_the_run_as_it_was(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_a_resume_on_other_data_is_refused_and_leaves_the_run_as_it_was(tmp_path, make_cfg):
+    cfg = make_cfg()
     with pytest.raises(ValueError), RunLifecycle(cfg, multirun=False) as run:
         run.plan()
         run.start("fp-1")
@@ -360,8 +374,10 @@ def test_a_resume_on_other_data_is_refused_and_leaves_the_run_as_it_was(tmp_path
     assert failed.data.tags[tracking.ERROR_TAG] == "ValueError: first launch failed"
 
 
-def test_a_job_running_in_a_live_process_is_refused_alone_and_skipped_in_a_sweep(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_a_job_running_in_a_live_process_is_refused_alone_and_skipped_in_a_sweep(
+    tmp_path, make_cfg
+):
+    cfg = make_cfg()
     with RunLifecycle(cfg, multirun=False) as owner:  # this process trains it right now
         owner.plan()
         owner.start("fp-1")
@@ -375,8 +391,8 @@ def test_a_job_running_in_a_live_process_is_refused_alone_and_skipped_in_a_sweep
     assert run.info.status == "FINISHED"
 
 
-def test_the_run_lends_the_trainer_its_uploader_signal_stop_and_heartbeat(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_the_run_lends_the_trainer_its_uploader_signal_stop_and_heartbeat(tmp_path, make_cfg):
+    cfg = make_cfg()
     checkpoint = TrackedCheckpoint(dirpath=str(tmp_path / "ckpts"), monitor="val/acc", mode="max")
     with RunLifecycle(cfg, multirun=False) as run:
         run.plan()
@@ -390,19 +406,19 @@ def test_the_run_lends_the_trainer_its_uploader_signal_stop_and_heartbeat(tmp_pa
         assert run.logger().run_id == run.run_id
 
 
-def test_an_unreachable_server_fails_before_anything_and_gives_the_signals_back(tmp_path):
-    cfg = _cfg(tmp_path, f"logger.tracking_uri=http://127.0.0.1:{free_port()}")
+def test_an_unreachable_server_fails_before_anything_and_gives_the_signals_back(tmp_path, make_cfg):
+    cfg = make_cfg(f"logger.tracking_uri=http://127.0.0.1:{free_port()}")
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(tracking.TrackingUnreachable), RunLifecycle(cfg, multirun=False):
         pass
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_other_slurm_ranks_follow_rank_zero(tmp_path, monkeypatch):
+def test_other_slurm_ranks_follow_rank_zero(tmp_path, make_cfg, monkeypatch):
     """Rank 0 decides and writes its decision; another SLURM task (same process here) reads it."""
     for key, value in {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "42"}.items():
         monkeypatch.setenv(key, value)
-    cfg = _cfg(tmp_path)
+    cfg = make_cfg()
     with pytest.raises(RunInterrupted), RunLifecycle(cfg, multirun=False) as run:
         run.plan()
         run.start("fp-1")
@@ -425,9 +441,9 @@ def test_other_slurm_ranks_follow_rank_zero(tmp_path, monkeypatch):
             assert not rank1.plan() and rank1.result.skipped
 
 
-def test_a_ddp_child_continues_from_the_checkpoint_rank_zero_names(tmp_path, monkeypatch):
+def test_a_ddp_child_continues_from_the_checkpoint_rank_zero_names(tmp_path, make_cfg, monkeypatch):
     monkeypatch.setenv(ddp.RESUME_CKPT_ENV, "/shared/last.ckpt")
-    with RunLifecycle(_cfg(tmp_path), tracks=False) as child:
+    with RunLifecycle(make_cfg(), tracks=False) as child:
         assert child.plan() and child.ckpt_path == "/shared/last.ckpt"
 
 
