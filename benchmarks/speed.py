@@ -118,7 +118,7 @@ def execution(cfg):
     slices (seqbench.training.parallel) and autocast; returns (call(net, tokens, lengths), autocast)."""
     import torch
 
-    from seqbench.train import configure_cpu
+    from seqbench.training.cpu import configure_cpu
     from seqbench.training.parallel import BatchSplitter
 
     plan = configure_cpu(cfg)

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from helpers import make_config
-from seqbench.train import plan_cpu
 from seqbench.training import hardware
+from seqbench.training.cpu import plan_cpu
 from seqbench.training.parallel import BatchSplitter
 
 ARCHS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "bilstm", "cnn_lstm", "stacked_lstm"]

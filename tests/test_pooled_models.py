@@ -12,8 +12,8 @@ from seqbench.models.classifier import count_trainable
 from seqbench.models.ngrams import HashedNgramBag
 from seqbench.models.pooled import left_align
 from seqbench.serving.predict import load_predictor
-from seqbench.train import build_task, train
-from seqbench.training.task import ClassificationTask
+from seqbench.train import train
+from seqbench.training.task import ClassificationTask, build_task
 
 POOLED = ["bilstm_pool", "bigru_pool", "bigru_ngram"]
 

@@ -99,10 +99,21 @@ def one_job_per_child(trainer: Any) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def child_processes(trainer: Any) -> list[subprocess.Popen]:
+    """The DDP child ranks this process started for ``trainer`` (empty when it started none).
+
+    Why an internal: Lightning has no public way to reach the processes its
+    ``_SubprocessScriptLauncher`` (``trainer.strategy.launcher``) started; it keeps them in
+    ``launcher.procs``. ``tests/test_lifecycle.py`` checks that attribute on a real DDP trainer,
+    so a Lightning upgrade that renames it fails there instead of leaving children unreaped.
+    """
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    return list(getattr(launcher, "procs", None) or [])
+
+
 def _reap_children(trainer: Any) -> None:
     """Wait for the job's child ranks (they exit after their ``test``); kill stragglers."""
-    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
-    for proc in list(getattr(launcher, "procs", None) or []):
+    for proc in child_processes(trainer):
         try:
             proc.wait(timeout=CHILD_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -158,3 +169,18 @@ def await_decision(output_root: str | Path, timeout: float = DECISION_TIMEOUT) -
             raise TimeoutError(f"rank 0 wrote no decision to {path} within {timeout:.0f} s")
         time.sleep(0.5)
     return json.loads(path.read_text())
+
+
+# Lightning's DDP children run the script again (module docstring) and inherit nothing from
+# rank 0 but the environment; they do not track, so rank 0 names the checkpoint there.
+RESUME_CKPT_ENV = "SEQBENCH_RESUME_CKPT"
+
+
+def pass_to_children(ckpt_path: str | None) -> None:
+    """Rank 0: the checkpoint its DDP children must continue from (None: the start)."""
+    os.environ[RESUME_CKPT_ENV] = ckpt_path or ""
+
+
+def from_parent() -> str | None:
+    """A DDP child: the checkpoint rank 0 passed with ``pass_to_children``."""
+    return os.environ.get(RESUME_CKPT_ENV) or None

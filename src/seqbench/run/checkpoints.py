@@ -1,15 +1,16 @@
 """Checkpoints that outlive the machine: copies in the run's MLflow artifacts, found again on resume.
 
-``TrackedCheckpoint`` is Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` and best checkpoint
-also reach the run's ``resume/`` artifacts, so a relaunch on another machine (or after the output
-folder was cleaned) continues from there.
+``TrackedCheckpoint`` is Lightning's ``ModelCheckpoint`` whose checkpoints also reach the run's
+artifacts through the ``CheckpointUploader`` the run's lifecycle hands it: ``last.ckpt`` goes to
+``resume/`` (a relaunch on another machine, or after the output folder was cleaned, continues
+from there) and the best checkpoint, once, to ``checkpoints/best.ckpt`` (what a resume fetches
+back for the final test, and the run's best weights for whoever reads its artifacts).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +22,36 @@ from mlflow.exceptions import MlflowException
 
 CHECKPOINT_ARTIFACT = "resume"  # artifact folder of the run's latest last.ckpt
 CHECKPOINT_NAME = "last.ckpt"
+BEST_ARTIFACT = "checkpoints"  # artifact folder of the run's best checkpoint
+BEST_NAME = "best.ckpt"
 
 
-def upload_checkpoint(client: MlflowClient, run_id: str, path: Path, name: str) -> None:
-    """Copy a checkpoint into the run's ``resume/`` artifacts as ``name`` (overwriting)."""
+def upload_checkpoint(
+    client: MlflowClient, run_id: str, path: Path, name: str, folder: str = CHECKPOINT_ARTIFACT
+) -> None:
+    """Copy a checkpoint into the run's artifact ``folder`` as ``name`` (overwriting)."""
     if path.name == name:
-        client.log_artifact(run_id, str(path), artifact_path=CHECKPOINT_ARTIFACT)
+        client.log_artifact(run_id, str(path), artifact_path=folder)
         return
     with tempfile.TemporaryDirectory() as tmp:  # log_artifact keeps the file's own name
         renamed = Path(tmp) / name
         shutil.copyfile(path, renamed)
-        client.log_artifact(run_id, str(renamed), artifact_path=CHECKPOINT_ARTIFACT)
+        client.log_artifact(run_id, str(renamed), artifact_path=folder)
 
 
 def download_checkpoint(
-    client: MlflowClient, run_id: str, name: str, download_dir: Path
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    download_dir: Path,
+    folder: str = CHECKPOINT_ARTIFACT,
 ) -> Path | None:
-    """``resume/<name>`` of the run, downloaded into ``download_dir``; None when absent."""
+    """``<folder>/<name>`` of the run, downloaded into ``download_dir``; None when absent."""
     try:
-        names = [a.path for a in client.list_artifacts(run_id, CHECKPOINT_ARTIFACT)]
+        names = [a.path for a in client.list_artifacts(run_id, folder)]
     except MlflowException:
         return None
-    wanted = f"{CHECKPOINT_ARTIFACT}/{name}"
+    wanted = f"{folder}/{name}"
     if wanted not in names:
         return None
     download_dir.mkdir(parents=True, exist_ok=True)
@@ -70,51 +79,101 @@ def find_checkpoint(client: MlflowClient, run: Run, download_dir: Path) -> Path 
     return download_checkpoint(client, run.info.run_id, CHECKPOINT_NAME, download_dir)
 
 
+class CheckpointUploader:
+    """A run's checkpoint artifacts: each file uploaded once per version, and fetched back.
+
+    A file is uploaded again only when it changed (path, modification time and size), so the
+    hooks that call it every epoch cost nothing while the best checkpoint stays the same.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self._uploaded: dict[str, tuple[str, int, int]] = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[str, int, int]:
+        stat = path.stat()
+        return (str(path), stat.st_mtime_ns, stat.st_size)
+
+    def _upload(self, path: Path, folder: str, name: str) -> None:
+        if not path.is_file():
+            return
+        stamp = self._stamp(path)
+        if self._uploaded.get(folder) != stamp:
+            upload_checkpoint(self.client, self.run_id, path, name, folder)
+            self._uploaded[folder] = stamp
+
+    def upload_last(self, path: Path) -> None:
+        """``resume/last.ckpt``: where a relaunch on any machine continues from."""
+        self._upload(Path(path), CHECKPOINT_ARTIFACT, CHECKPOINT_NAME)
+
+    def upload_best(self, path: Path) -> None:
+        """``checkpoints/best.ckpt``: the best checkpoint so far, the only copy of it."""
+        self._upload(Path(path), BEST_ARTIFACT, BEST_NAME)
+
+    def fetch_best(self, download_dir: Path) -> Path | None:
+        """The best checkpoint from the run's artifacts (``resume/best.ckpt`` for runs stopped
+        before it moved to ``checkpoints/``); None when the run has none."""
+        for folder in (BEST_ARTIFACT, CHECKPOINT_ARTIFACT):
+            path = download_checkpoint(self.client, self.run_id, BEST_NAME, download_dir, folder)
+            if path is not None:
+                if folder == BEST_ARTIFACT:  # that very file is there already
+                    self._uploaded[folder] = self._stamp(path)
+                return path
+        return None
+
+
+def moved_best(state: dict[str, Any], new_path: str) -> dict[str, Any]:
+    """``ModelCheckpoint``'s saved state with its best checkpoint at ``new_path`` instead.
+
+    Why this knows Lightning's keys: ``ModelCheckpoint`` has no public way to say "your best
+    checkpoint now lives elsewhere"; its state (``ModelCheckpoint.state_dict``) names the best
+    file in ``best_model_path``, ``best_k_models`` (path -> score) and ``kth_best_model_path``.
+    ``tests/test_lifecycle.py`` checks these keys on a real ``ModelCheckpoint``, so a Lightning
+    upgrade that renames them fails there, not silently in a resumed run's test metrics.
+    """
+    old = state["best_model_path"]
+    best_k = dict(state.get("best_k_models") or {})
+    score = best_k.pop(old, state.get("best_model_score"))
+    best_k[new_path] = score
+    moved = {**state, "best_model_path": new_path, "best_k_models": best_k}
+    if state.get("kth_best_model_path") == old:
+        moved["kth_best_model_path"] = new_path
+    return moved
+
+
 class TrackedCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` whose checkpoints also reach the run's MLflow artifacts.
 
-    Each new ``last.ckpt`` and each new best checkpoint (as ``best.ckpt``) is passed to
-    ``on_saved(path, name)``, which the training entry point sets to an upload into the run's
-    ``resume/`` folder: a relaunch on another machine resumes from there
-    (``find_checkpoint``), and ``fetch(name)`` brings the best one back when the
-    folder it was written to is not on this machine.
+    ``uploader`` (set by ``seqbench.run.lifecycle`` on the rank that tracks the run; None
+    elsewhere) receives each new ``last.ckpt`` and each new best checkpoint, and fetches the
+    best one back when a resume finds the folder it was written to missing on this machine.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, uploader: CheckpointUploader | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.on_saved: Callable[[Path, str], None] | None = None
-        self.fetch: Callable[[str], Path | None] | None = None
-        self._uploaded: dict[str, tuple[str, float]] = {}
-
-    def _upload(self, path_text: str, name: str) -> None:
-        path = Path(path_text) if path_text else None
-        if self.on_saved is None or path is None or not path.is_file():
-            return
-        stamp = (str(path), path.stat().st_mtime)
-        if self._uploaded.get(name) != stamp:
-            self.on_saved(path, name)
-            self._uploaded[name] = stamp
+        self.uploader = uploader
 
     def _upload_new(self) -> None:
-        self._upload(self.last_model_path, "last.ckpt")
-        self._upload(self.best_model_path, "best.ckpt")
+        if self.uploader is None:
+            return
+        if self.last_model_path:
+            self.uploader.upload_last(Path(self.last_model_path))
+        if self.best_model_path:
+            self.uploader.upload_best(Path(self.best_model_path))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the best-so-far record of the run being resumed. A resume writes into a new
         output folder, and Lightning forgets the best score when the folder differs: a worse
         later epoch would then become "best" and give the test metrics."""
-        super().load_state_dict(
-            {**state_dict, "dirpath": self.dirpath, "last_model_path": self.last_model_path}
-        )
-        best = self.best_model_path
-        if best and not Path(best).is_file() and self.fetch is not None:
-            fetched = self.fetch("best.ckpt")  # resumed on another machine
+        state = {**state_dict, "dirpath": self.dirpath, "last_model_path": self.last_model_path}
+        best = state.get("best_model_path")
+        if best and not Path(best).is_file() and self.uploader is not None:
+            # resumed on another machine: the best checkpoint is in the run's artifacts
+            fetched = self.uploader.fetch_best(Path(str(self.dirpath)) / "downloaded")
             if fetched is not None:
-                score = self.best_k_models.pop(best, self.best_model_score)
-                self.best_model_path = str(fetched)
-                self.best_k_models[str(fetched)] = score
-                if self.kth_best_model_path == best:
-                    self.kth_best_model_path = str(fetched)
+                state = moved_best(state, str(fetched))
+        super().load_state_dict(state)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

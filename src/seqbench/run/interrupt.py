@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import lightning as L
 import torch
+
+from seqbench.run.checkpoints import CheckpointUploader
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,19 @@ class SignalGuard:
 class StopOnSignal(L.Callback):
     """Arms the guard during fit; saves ``last.ckpt`` and raises at the next batch boundary.
 
-    ``on_saved(path)`` is called after the checkpoint is written (seqbench uploads it to the
-    run's MLflow artifacts, so another machine can resume).
+    ``uploader`` (the tracking rank's; None on the others) copies the checkpoint to the run's
+    MLflow artifacts, so another machine can resume.
     """
 
     def __init__(
-        self, guard: SignalGuard, checkpoint_dir: str | Path, on_saved: Callable[[Path], None]
+        self,
+        guard: SignalGuard,
+        checkpoint_dir: str | Path,
+        uploader: CheckpointUploader | None = None,
     ) -> None:
         self.guard = guard
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.on_saved = on_saved
+        self.uploader = uploader
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.guard.reinstall()
@@ -122,8 +126,8 @@ class StopOnSignal(L.Callback):
             return
         path = self.checkpoint_dir / "last.ckpt"
         trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            self.on_saved(path)
+        if trainer.is_global_zero and self.uploader is not None:
+            self.uploader.upload_last(path)
         if trainer.world_size > 1:
             trainer.strategy.barrier("seqbench.run.interrupt")  # other ranks exit after the upload
         raise RunInterrupted(

@@ -25,6 +25,7 @@ from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from seqbench.config.store import sqlite_path
+from seqbench.run.interrupt import RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -191,23 +192,25 @@ def environment_tags() -> dict[str, str]:
     }
 
 
-def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) -> None:
-    """Mark the run FINISHED, or FAILED when ``exc`` ended it (KILLED for Ctrl-C or SIGTERM, e.g.
-    a cluster's time limit: such a run is worth resuming, not debugging)."""
-    from seqbench.run.interrupt import RunInterrupted
-
+def final_status(exc: BaseException | None) -> str:
+    """FINISHED, or FAILED when ``exc`` ended the run, KILLED for Ctrl-C, SIGTERM or another
+    stop signal (e.g. a cluster's time limit: such a run is worth resuming, not debugging)."""
     if exc is None:
-        status = RunStatus.FINISHED
-    elif isinstance(exc, (KeyboardInterrupt, SIGTERMException, RunInterrupted)):
-        status = RunStatus.KILLED
-    else:
-        status = RunStatus.FAILED
+        return RunStatus.to_string(RunStatus.FINISHED)
+    if isinstance(exc, (KeyboardInterrupt, SIGTERMException, RunInterrupted)):
+        return RunStatus.to_string(RunStatus.KILLED)
+    return RunStatus.to_string(RunStatus.FAILED)
+
+
+def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) -> None:
+    """Mark the run with ``final_status(exc)``; an error or signal is kept as ``ERROR_TAG``."""
+    status = final_status(exc)
     try:
         if exc is not None:
             client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run_id, RunStatus.to_string(status))
+        client.set_terminated(run_id, status)
     except Exception:  # never mask the original error with a bookkeeping one
-        log.exception("could not mark MLflow run %s as %s", run_id, RunStatus.to_string(status))
+        log.exception("could not mark MLflow run %s as %s", run_id, status)
 
 
 class RunLogger(MLFlowLogger):
@@ -232,7 +235,12 @@ class RunLogger(MLFlowLogger):
         super().log_metrics(metrics, step)
 
     def finalize(self, status: str = "success") -> None:
-        pass
+        """Leave the run's status alone (``Logger.finalize`` is Lightning's public hook).
+
+        Why: ``MLFlowLogger.finalize`` calls ``set_terminated`` on the run; Lightning calls it
+        after ``fit`` and again after ``test``. ``tests/test_lifecycle.py`` checks on a real
+        store that the stock one still ends the run and this one does not.
+        """
 
 
 def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:

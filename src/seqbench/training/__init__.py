@@ -1,3 +1,4 @@
-"""What trains a model, knowing nothing of MLflow: the LightningModule (``task``: loss, metrics,
-optimiser), CPU data parallelism in batch slices (``parallel``), the CPU plan and hardware
-defaults (``hardware``), and tracking-free Lightning callbacks (``callbacks``)."""
+"""What trains a model, knowing nothing of MLflow: the LightningModule and ``build_task``
+(``task``: loss, metrics, optimiser), fit, test and the run's metrics (``fit``), CPU data
+parallelism in batch slices (``parallel``), the CPU plan (``cpu``: threads, slices, denormals),
+hardware defaults (``hardware``), and tracking-free Lightning callbacks (``callbacks``)."""

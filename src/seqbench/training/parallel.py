@@ -28,7 +28,7 @@ class BatchSplitter:
     """Runs ``module(*inputs)`` on ``splits`` slices of the batch in parallel threads (CPU only).
 
     Torch's intra-op thread count is one setting for the whole process (OpenMP), so the caller
-    sets it to cores // splits (``seqbench.train.configure_cpu``). Training (gradients on)
+    sets it to cores // splits (``seqbench.training.cpu.configure_cpu``). Training (gradients on)
     splits forward and backward; evaluation splits the forward. Gradients flow to the module's
     parameters only: the inputs are data (token ids, lengths). It is a plain ``module(*inputs)``
     for one split, a batch smaller than ``splits``, inputs that need gradients, or tensors off

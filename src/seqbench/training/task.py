@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
@@ -188,3 +190,18 @@ class ClassificationTask(L.LightningModule):
                 "interval": "epoch",
             },
         }
+
+
+def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
+    """The LightningModule for ``cfg.model``: the net, its optimiser and optional scheduler."""
+    scheduler = instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None
+    splitter = None
+    if batch_split > 1:
+        splitter = BatchSplitter(batch_split, flush_denormal=bool(cfg.get("flush_denormal", True)))
+    return ClassificationTask(
+        net=instantiate(cfg.model.net),
+        optimizer=instantiate(cfg.model.optimizer),
+        scheduler=scheduler,
+        batch_splitter=splitter,
+        lr_scales=dict(cfg.model.get("lr_scales") or {}),
+    )
