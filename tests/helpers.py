@@ -35,6 +35,31 @@ def make_config(tmp_path: Path, overrides: list[str] | None = None) -> DictConfi
     return cfg
 
 
+def tiny(
+    epochs: int | None = None,
+    *,
+    n_train: int = 300,
+    n_test: int = 100,
+    max_len: int = 30,
+    console: bool = False,
+) -> list[str]:
+    """Overrides for the small synthetic task the end-to-end tests train (seconds per run), so
+    every test names only what it needs to differ. ``epochs``: ``trainer.max_epochs`` (None
+    keeps the config's); ``console``: no progress bar and no model summary either, for
+    ``seqbench-train`` started as a process (``make_config`` turns both off itself)."""
+    overrides = [
+        "data=synthetic",
+        f"data.n_train={n_train}",
+        f"data.n_test={n_test}",
+        f"data.max_len={max_len}",
+    ]
+    if epochs is not None:
+        overrides.append(f"trainer.max_epochs={epochs}")
+    if console:
+        overrides += ["callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]
+    return overrides
+
+
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving", "best"]
 NEGATIVE = ["awful", "boring", "terrible", "worst", "waste", "dull", "hated"]
 FILLER = ["the", "movie", "film", "a", "plot", "actor", "and", "it", "was", "story", "scene", "of"]
@@ -99,14 +124,7 @@ def crafted_tar(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"x
 # -- real processes for interruption tests ---------------------------------------------------
 
 # A synthetic task whose epochs last long enough (~1-3 s on 2 cores) to interrupt one mid-way.
-SLOW_SYNTHETIC = [
-    "data=synthetic",
-    "data.n_train=5000",
-    "data.n_test=100",
-    "data.max_len=60",
-    "callbacks.progress_bar.refresh_rate=0",
-    "trainer.enable_model_summary=false",
-]
+SLOW_SYNTHETIC = tiny(n_train=5000, max_len=60, console=True)
 
 
 def cli_env(root: Path) -> dict[str, str]:

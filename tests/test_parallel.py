@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from helpers import make_config
+from helpers import make_config, tiny
 from seqbench.train import plan_cpu
 from seqbench.training import hardware
 from seqbench.training.parallel import BatchSplitter
@@ -141,8 +141,7 @@ def test_training_with_batch_slices_is_tracked_and_stops_its_threads(tmp_path):
 
     cfg = make_config(
         tmp_path,
-        ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
-        + ["num_threads=2", "batch_split=2", "trainer.max_epochs=1"],
+        [*tiny(epochs=1), "num_threads=2", "batch_split=2"],
     )
     result = train(cfg)
     run = MlflowClient(cfg.logger.tracking_uri).get_run(result.run_id)

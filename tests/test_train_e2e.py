@@ -12,12 +12,12 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import REPO, make_config
+from helpers import REPO, make_config, tiny
 from seqbench.data.archive import ArchiveError
 from seqbench.train import train
 from test_models import ARCHS, EXPECTED_PARAMS
 
-SMALL_SYNTHETIC = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
+SMALL_SYNTHETIC = tiny()
 
 
 def _client(cfg) -> MlflowClient:
