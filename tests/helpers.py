@@ -7,7 +7,9 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
 
 from seqbench.config.paths import config_dir, register_resolvers
@@ -310,3 +312,39 @@ def rendered_dom(url: str, profile: Path, budget_ms: int = 30000, window: str | 
         [chromium_or_skip(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180
     )
     return done.stdout
+
+
+# -- what happened inside a real training run --------------------------------------------------
+
+
+def probe_autocast(cfg: DictConfig, path: Path) -> DictConfig:
+    """Add an ``AutocastProbe`` writing to ``path`` to ``cfg``'s callbacks (in place)."""
+    with open_dict(cfg):
+        cfg.callbacks.autocast_probe = {"_target_": "helpers.AutocastProbe", "path": str(path)}
+    return cfg
+
+
+class AutocastProbe(Callback):
+    """For every training forward pass of the network (``pl_module.net``), whether CPU autocast
+    was on and the logits' dtype, written as JSON to ``path`` when fitting ends: a
+    mixed-precision run's logged precision alone does not show that autocast ran. The hook runs
+    in the thread that calls the network, so batch slices' worker threads are seen too."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.passes: list[dict] = []
+        self._hook = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._hook = pl_module.net.register_forward_hook(self._record)
+
+    def _record(self, module, args, output) -> None:
+        if module.training and torch.is_grad_enabled():
+            autocast = torch.is_autocast_enabled("cpu")
+            self.passes.append({"autocast": autocast, "dtype": str(output.dtype)})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        self._hook.remove()
+        self.path.write_text(json.dumps(self.passes))

@@ -1,6 +1,7 @@
 """End to end: real (small) training runs written to a real MLflow store, read back via its API."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import REPO, make_config, tiny
+from helpers import REPO, make_config, probe_autocast, tiny
 from seqbench.data.archive import ArchiveError
 from seqbench.train import train
 from test_models import ARCHS, EXPECTED_PARAMS
@@ -100,15 +101,22 @@ def test_every_model_trains_two_epochs_and_is_tracked(arch, tmp_path):
 
 @pytest.mark.parametrize("arch", ["bilstm", "cnn_lstm"])
 def test_mixed_precision_is_chosen_by_config(arch, tmp_path):
-    """bf16 autocast on CPU (GPU runs use the same key: trainer=gpu trainer.precision=bf16-mixed)."""
+    """bf16 autocast on CPU (GPU runs use the same key: trainer=gpu trainer.precision=bf16-mixed):
+    every training forward pass, in the batch slices' threads too, ran under autocast and gave
+    bf16 logits, and the run records the precision."""
     cfg = make_config(
         tmp_path,
-        [f"model={arch}", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", *SMALL_SYNTHETIC],
+        [f"model={arch}", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", *SMALL_SYNTHETIC]
+        + ["num_threads=2", "batch_split=2"],
     )
+    probe_autocast(cfg, tmp_path / "autocast.json")
     result = train(cfg)
     run = _client(cfg).get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["trainer.precision"] == "bf16-mixed"
     assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+    passes = json.loads((tmp_path / "autocast.json").read_text())
+    assert len(passes) >= 2 * 5  # 2 slices x 5 batches of 64 (270 training examples)
+    assert all(p == {"autocast": True, "dtype": "torch.bfloat16"} for p in passes), passes[:3]
 
 
 def test_recurrent_model_learns_the_synthetic_task(tmp_path):
