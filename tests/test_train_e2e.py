@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -188,7 +190,10 @@ def _cli(args: list[str], cwd: Path, root: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path):
+def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypatch):
+    """The store and the run's folder land under the project root, and the folder holds this
+    run: Hydra's composed config is the config the run logged, and the best checkpoint holds
+    the trained epoch, the network's weights and the checkpoint the run uploaded."""
     elsewhere = tmp_path / "somewhere"
     elsewhere.mkdir()
     done = _cli(
@@ -197,12 +202,32 @@ def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path):
         tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "outputs" / "mlflow" / "mlflow.db").is_file()
-    assert list((tmp_path / "outputs" / "runs").glob("*/checkpoints/*.ckpt"))
     assert not any(elsewhere.iterdir())  # nothing written to the working directory
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run_id, downloads = runs[0].info.run_id, tmp_path / "downloads"
+
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    logged = OmegaConf.load(client.download_artifacts(run_id, "config/config.yaml", downloads))
+    assert logged.paths.output_dir == str(run_dir) and logged.data.n_train == 300
+    composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    composed.paths.output_dir = str(run_dir)  # ${hydra:runtime.output_dir} outside Hydra
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))  # ${seqbench.root:} as the run saw it
+    assert OmegaConf.to_container(composed, resolve=True) == OmegaConf.to_container(logged)
+
+    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and state["global_step"] == 5  # 270 training examples / 64
+    weights = {
+        k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")
+    }
+    fresh = instantiate(logged.model.net).state_dict()
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in fresh.items()}
+    uploaded = client.download_artifacts(run_id, f"checkpoints/{best.name}", downloads)
+    uploaded_state = torch.load(uploaded, map_location="cpu", weights_only=True)["state_dict"]
+    assert uploaded_state.keys() == state["state_dict"].keys()
+    assert all(torch.equal(uploaded_state[k], v) for k, v in state["state_dict"].items())
 
 
 def test_cli_wrong_choice_names_the_valid_ones(tmp_path):
