@@ -238,7 +238,7 @@ def wait_healthy(url: str, proc, log: Path, timeout: float = 120) -> None:
         try:
             if requests.get(url, timeout=2).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still starting
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = log.read_text()[-3000:] if log.is_file() else ""
