@@ -7,7 +7,9 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
 
 from seqbench.config.paths import config_dir, register_resolvers
@@ -33,6 +35,31 @@ def make_config(tmp_path: Path, overrides: list[str] | None = None) -> DictConfi
         cfg.callbacks.pop("progress_bar", None)
         cfg.trainer.enable_progress_bar = False
     return cfg
+
+
+def tiny(
+    epochs: int | None = None,
+    *,
+    n_train: int = 300,
+    n_test: int = 100,
+    max_len: int = 30,
+    console: bool = False,
+) -> list[str]:
+    """Overrides for the small synthetic task the end-to-end tests train (seconds per run), so
+    every test names only what it needs to differ. ``epochs``: ``trainer.max_epochs`` (None
+    keeps the config's); ``console``: no progress bar and no model summary either, for
+    ``seqbench-train`` started as a process (``make_config`` turns both off itself)."""
+    overrides = [
+        "data=synthetic",
+        f"data.n_train={n_train}",
+        f"data.n_test={n_test}",
+        f"data.max_len={max_len}",
+    ]
+    if epochs is not None:
+        overrides.append(f"trainer.max_epochs={epochs}")
+    if console:
+        overrides += ["callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]
+    return overrides
 
 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant", "moving", "best"]
@@ -99,14 +126,7 @@ def crafted_tar(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"x
 # -- real processes for interruption tests ---------------------------------------------------
 
 # A synthetic task whose epochs last long enough (~1-3 s on 2 cores) to interrupt one mid-way.
-SLOW_SYNTHETIC = [
-    "data=synthetic",
-    "data.n_train=5000",
-    "data.n_test=100",
-    "data.max_len=60",
-    "callbacks.progress_bar.refresh_rate=0",
-    "trainer.enable_model_summary=false",
-]
+SLOW_SYNTHETIC = tiny(n_train=5000, max_len=60, console=True)
 
 
 def cli_env(root: Path) -> dict[str, str]:
@@ -218,7 +238,7 @@ def wait_healthy(url: str, proc, log: Path, timeout: float = 120) -> None:
         try:
             if requests.get(url, timeout=2).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still starting
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = log.read_text()[-3000:] if log.is_file() else ""
@@ -292,3 +312,39 @@ def rendered_dom(url: str, profile: Path, budget_ms: int = 30000, window: str | 
         [chromium_or_skip(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180
     )
     return done.stdout
+
+
+# -- what happened inside a real training run --------------------------------------------------
+
+
+def probe_autocast(cfg: DictConfig, path: Path) -> DictConfig:
+    """Add an ``AutocastProbe`` writing to ``path`` to ``cfg``'s callbacks (in place)."""
+    with open_dict(cfg):
+        cfg.callbacks.autocast_probe = {"_target_": "helpers.AutocastProbe", "path": str(path)}
+    return cfg
+
+
+class AutocastProbe(Callback):
+    """For every training forward pass of the network (``pl_module.net``), whether CPU autocast
+    was on and the logits' dtype, written as JSON to ``path`` when fitting ends: a
+    mixed-precision run's logged precision alone does not show that autocast ran. The hook runs
+    in the thread that calls the network, so batch slices' worker threads are seen too."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.passes: list[dict] = []
+        self._hook = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._hook = pl_module.net.register_forward_hook(self._record)
+
+    def _record(self, module, args, output) -> None:
+        if module.training and torch.is_grad_enabled():
+            autocast = torch.is_autocast_enabled("cpu")
+            self.passes.append({"autocast": autocast, "dtype": str(output.dtype)})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        self._hook.remove()
+        self.path.write_text(json.dumps(self.passes))

@@ -18,18 +18,10 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 
-from helpers import cli_env, crafted_tar, tar_directory
+from helpers import cli_env, crafted_tar, tar_directory, tiny
 from seqbench.train import main
 
-TINY = [
-    "data=synthetic",
-    "data.n_train=300",
-    "data.n_test=100",
-    "data.max_len=30",
-    "trainer.max_epochs=1",
-    "callbacks.progress_bar.refresh_rate=0",
-    "trainer.enable_model_summary=false",
-]
+TINY = tiny(epochs=1, console=True)
 
 
 def _run_main(

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from helpers import make_config
+from helpers import make_config, tiny
 from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     ERROR_ATTR,
     INTERRUPTED_ATTR,
@@ -40,15 +40,7 @@ SEARCHED = {
     "model.net.encoder.embedding_dim",
     "data.batch_size",
 }
-TINY = [
-    "data=synthetic",
-    "data.n_train=300",
-    "data.n_test=100",
-    "data.max_len=30",
-    "trainer.max_epochs=1",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
-]
+TINY = tiny(epochs=1, console=True)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

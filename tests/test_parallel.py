@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
-from helpers import make_config
+from helpers import make_config, tiny
 from seqbench.training import hardware
 from seqbench.training.cpu import plan_cpu
 from seqbench.training.parallel import BatchSplitter
@@ -121,14 +120,16 @@ def test_cpu_plan_splits_batches_only_for_one_cpu_process(tmp_path):
 
 
 def test_cpu_precision_follows_native_bf16(monkeypatch, tmp_path):
+    """bf16-mixed by default only where the CPU computes bf16 natively; a pin (the command
+    line, an experiment) wins over that default, each checked where it differs from it."""
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
     assert make_config(tmp_path).trainer.precision == "bf16-mixed"
+    assert make_config(tmp_path, ["trainer.precision=32-true"]).trainer.precision == "32-true"
+    assert make_config(tmp_path, ["experiment=keras_faithful"]).trainer.precision == "32-true"
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx2"}))
     assert make_config(tmp_path).trainer.precision == "32-true"
-    assert make_config(tmp_path, ["experiment=keras_faithful"]).trainer.precision == "32-true"
-    cfg = make_config(tmp_path, ["trainer.precision=32-true"])
-    with open_dict(cfg):
-        assert cfg.trainer.precision == "32-true"
+    pinned = make_config(tmp_path, ["trainer.precision=bf16-mixed"])
+    assert pinned.trainer.precision == "bf16-mixed"
 
 
 def test_training_with_batch_slices_is_tracked_and_stops_its_threads(tmp_path):
@@ -141,8 +142,7 @@ def test_training_with_batch_slices_is_tracked_and_stops_its_threads(tmp_path):
 
     cfg = make_config(
         tmp_path,
-        ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
-        + ["num_threads=2", "batch_split=2", "trainer.max_epochs=1"],
+        [*tiny(epochs=1), "num_threads=2", "batch_split=2"],
     )
     result = train(cfg)
     run = MlflowClient(cfg.logger.tracking_uri).get_run(result.run_id)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import make_config
+from helpers import make_config, tiny
 from seqbench.models import PooledRNNEncoder, SequenceClassifier
 from seqbench.models.classifier import count_trainable
 from seqbench.models.ngrams import HashedNgramBag
@@ -157,11 +157,7 @@ def test_bigru_ngram_trains_end_to_end_and_its_bag_learns(tmp_path):
         [
             "model=bigru_ngram",
             "model.net.encoder.ngram_buckets=4096",
-            "trainer.max_epochs=2",
-            "data=synthetic",
-            "data.n_train=300",
-            "data.n_test=100",
-            "data.max_len=30",
+            *tiny(epochs=2),
         ],
     )
     torch.manual_seed(cfg.seed)

@@ -22,20 +22,14 @@ import torch
 from hydra.utils import instantiate
 from mlflow import MlflowClient
 
-from helpers import make_config
+from helpers import make_config, tiny
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
 from seqbench.serving import predict
 from seqbench.serving.inference import Predictor, Preprocessing
 from seqbench.serving.mlflow_model import MODEL_NAME
 from seqbench.train import train
 
-TINY = [
-    "data=synthetic",
-    "data.n_train=300",
-    "data.n_test=100",
-    "data.max_len=30",
-    "trainer.max_epochs=1",
-]
+TINY = tiny(epochs=1)
 SCRIPT = Path(sys.executable).with_name("seqbench-predict")
 TEXTS = ["5 3 9 4 7 8", "4 6 6 3 9", "7 7 7 7 3 12 4 9 9 10 11 12 13"]
 

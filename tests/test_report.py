@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from helpers import REPO, make_config
+from helpers import REPO, make_config, tiny
 from seqbench.report import COLUMNS, REPORT_KIND_TAG, ReportError, build_table, load_reference, main
 from seqbench.train import train
 
 EXPERIMENT = "report_test"
-SMALL_SYNTHETIC = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
+SMALL_SYNTHETIC = tiny()
 MODELS = ("lstm", "cnn_lstm")
 PUBLISHED = REPO / "conf" / "reference" / "published.yaml"
 

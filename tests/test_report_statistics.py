@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow import MlflowClient
 from scipy import stats
 
+from helpers import tiny
 from seqbench.config.paths import config_dir
 from seqbench.report import COLUMNS, ReportError, build_table, load_reference, main
 from seqbench.report.statistics import (
@@ -105,15 +106,7 @@ def test_seed_range_1_to_11_is_a_ten_job_sweep_of_the_best_experiment():
 
 # -- a real multirun ----------------------------------------------------------------------------
 
-TINY = [
-    "data=synthetic",
-    "data.n_train=200",
-    "data.n_test=200",
-    "data.max_len=30",
-    "trainer.max_epochs=1",
-    "callbacks.progress_bar.refresh_rate=0",
-    "trainer.enable_model_summary=false",
-]
+TINY = tiny(epochs=1, n_train=200, n_test=200, console=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,33 @@ Two real (tiny) runs are trained into a real SQLite store. Their final ``val/acc
 value logged at a later step, which MLflow reports as the latest), so that validation accuracy
 and test accuracy disagree on the best run: a registry that looked at test accuracy would pick
 the other run. The weights, logged models and everything else are the runs' own.
+
+The serving commands of the docs are run as written: ``make serve`` with the documented model
+(a tiny IMDB-format run registered under that name), and each documented ``curl`` request sent
+byte for byte, so the test fails when the docs drift from what a server answers.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import requests
 from mlflow import MlflowClient
 
-from helpers import chromium_or_skip, make_config, rendered_dom, served_process
+from helpers import REPO, chromium_or_skip, make_config, rendered_dom, served_process, tiny
 from seqbench import report
 from seqbench.serving.inference import Predictor
 from seqbench.train import train
 
-TINY = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
 NAME = "synthetic-lstm"
 TEXTS = ["5 3 9 4 7 8", "4 6 6 3 9", ""]
 # run -> (crafted val/acc_best, crafted test/acc): val picks "chosen", test would pick "decoy"
@@ -38,7 +46,7 @@ def registered(tmp_path_factory) -> dict:
     runs = {}
     for seed, role in ((1, "decoy"), (2, "chosen")):
         # The pre-padded default of IMDB, so the served path is the exact-length batching one.
-        cfg = make_config(root, [*TINY, f"seed={seed}", "trainer.max_epochs=1", "data.padding=pre"])
+        cfg = make_config(root, [*tiny(epochs=1), f"seed={seed}", "data.padding=pre"])
         runs[role] = train(cfg).run_id
     uri = cfg.logger.tracking_uri
     client = MlflowClient(uri)
@@ -170,10 +178,100 @@ def test_champion_loads_by_alias_in_seqbench_predict(registered, capsys, monkeyp
     assert capsys.readouterr().out.startswith("label,prob_B first,prob_A first")
 
 
-def test_readme_curl_line_matches_the_served_format():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert "mlflow models serve -m models:/" in readme and "--env-manager local" in readme
-    assert '{"inputs": [' in readme and "/invocations" in readme
+# -- the docs' serving commands, as written ---------------------------------------------------
+
+
+def _documented_serving() -> list[dict]:
+    """Every ```bash block of README.md and docs/*.md that sends a request to /invocations:
+    its ``make serve`` arguments and its ``curl`` requests (url, headers, body), each with the
+    first row of the example answer that follows it in the block, if any."""
+    blocks = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            if "/invocations" not in block:
+                continue
+            found = {"page": page.name, "make": None, "requests": []}
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.startswith("make serve"):
+                    found["make"] = shlex.split(line, comments=True)[1:]
+                elif line.startswith("curl"):
+                    words = shlex.split(line, comments=True)
+                    headers = dict(
+                        words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H"
+                    )
+                    body = words[words.index("-d") + 1]
+                    url = next(w for w in words if w.startswith("http"))
+                    found["requests"].append({"url": url, "headers": headers, "body": body})
+                elif line.startswith('# {"predictions"') and found["requests"]:
+                    row = re.search(r'\{"label"[^{}]*\}', line)
+                    found["requests"][-1]["answer"] = json.loads(row.group(0))
+            assert found["make"], f"{page.name}: a serving block without `make serve`"
+            assert found["requests"], f"{page.name}: a serving block without a curl request"
+            blocks.append(found)
+    assert blocks, "no request to /invocations documented in README.md or docs/*.md"
+    return blocks
+
+
+def _make_serve(args: list[str]) -> list[str]:
+    """``make serve ARGS`` in the checkout, without re-installing .venv (``-o`` its stamp)."""
+    return ["make", "--no-print-directory", "-C", str(REPO), "-o", ".venv/.installed", *args]
+
+
+@pytest.fixture(scope="module")
+def documented_server(tmp_path_factory, fake_imdb_dir):
+    """The documented ``make serve MODEL=models:/NAME@champion``, started on a free port, for a
+    tiny run on an IMDB-format corpus registered as NAME@champion by ``seqbench-report``."""
+    (block, *_) = _documented_serving()
+    model = dict(a.split("=", 1) for a in block["make"] if "=" in a)["MODEL"]
+    name = re.fullmatch(r"models:/(.+)@champion", model).group(1)
+    root = tmp_path_factory.mktemp("documented")
+    cfg = make_config(root, [f"data.archive={fake_imdb_dir}", "trainer.max_epochs=1"])
+    train(cfg)
+    uri = cfg.logger.tracking_uri
+    args = ["--experiment", cfg.logger.experiment_name, "--tracking-uri", uri]
+    assert report.main([*args, "--out", str(root / "report"), "--register", name]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env |= {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_MODELS_WORKERS": "1",
+    }
+    cmd = _make_serve([*block["make"], "PORT={port}"])
+    with served_process(cmd, root / "make-serve.log", "/ping", env, timeout=300) as base:
+        yield base
+
+
+def test_the_documented_requests_to_make_serve_get_the_documented_answer(documented_server):
+    blocks = _documented_serving()
+    for block in blocks:
+        # The port the docs' curl uses is the one `make serve` listens on by default.
+        recipe = subprocess.run(
+            [*_make_serve(block["make"]), "-n"], capture_output=True, text=True, check=True
+        ).stdout
+        default_port = re.search(r"--port (\d+)", recipe).group(1)
+        for request in block["requests"]:
+            url = urlsplit(request["url"])
+            assert (url.hostname, str(url.port)) == ("127.0.0.1", default_port), block["page"]
+            response = requests.post(
+                documented_server + url.path,
+                data=request["body"].encode(),
+                headers=request["headers"],
+                timeout=60,
+            )
+            assert response.status_code == 200, (block["page"], response.text[:500])
+            sent = json.loads(request["body"])
+            texts = sent.get("inputs") or [row[0] for row in sent["dataframe_split"]["data"]]
+            rows = response.json()["predictions"]
+            assert len(rows) == len(texts)
+            for row in rows:
+                labels = {k.removeprefix("prob_"): v for k, v in row.items() if k[:5] == "prob_"}
+                assert set(labels) == {"neg", "pos"} and row["label"] == max(labels, key=labels.get)
+                assert sum(labels.values()) == pytest.approx(1, abs=1e-5)
+            example = request.get("answer")
+            if example:  # same fields; same tokens and truncation (probabilities illustrative)
+                assert sorted(rows[0]) == sorted(example), block["page"]
+                assert rows[0]["tokens"] == example["tokens"]
+                assert rows[0]["truncated"] == example["truncated"]
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from helpers import tiny
 from seqbench.report import build_table
 
-TINY = [
-    "data=synthetic",
-    "data.n_train=300",
-    "data.n_test=100",
-    "data.max_len=30",
-    "trainer.max_epochs=2",
-    "callbacks.progress_bar.refresh_rate=0",
-    "trainer.enable_model_summary=false",
-]
+TINY = tiny(epochs=2, console=True)
 
 
 def run_cli(args: list[str], root: Path, timeout: int = 600) -> subprocess.CompletedProcess:

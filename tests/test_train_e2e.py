@@ -1,6 +1,7 @@
 """End to end: real (small) training runs written to a real MLflow store, read back via its API."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -9,15 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import REPO, make_config
+from helpers import REPO, make_config, probe_autocast, tiny
 from seqbench.data.archive import ArchiveError
 from seqbench.train import train
 from test_models import ARCHS, EXPECTED_PARAMS
 
-SMALL_SYNTHETIC = ["data=synthetic", "data.n_train=300", "data.n_test=100", "data.max_len=30"]
+SMALL_SYNTHETIC = tiny()
 
 
 def _client(cfg) -> MlflowClient:
@@ -100,15 +103,22 @@ def test_every_model_trains_two_epochs_and_is_tracked(arch, tmp_path):
 
 @pytest.mark.parametrize("arch", ["bilstm", "cnn_lstm"])
 def test_mixed_precision_is_chosen_by_config(arch, tmp_path):
-    """bf16 autocast on CPU (GPU runs use the same key: trainer=gpu trainer.precision=bf16-mixed)."""
+    """bf16 autocast on CPU (GPU runs use the same key: trainer=gpu trainer.precision=bf16-mixed):
+    every training forward pass, in the batch slices' threads too, ran under autocast and gave
+    bf16 logits, and the run records the precision."""
     cfg = make_config(
         tmp_path,
-        [f"model={arch}", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", *SMALL_SYNTHETIC],
+        [f"model={arch}", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", *SMALL_SYNTHETIC]
+        + ["num_threads=2", "batch_split=2"],
     )
+    probe_autocast(cfg, tmp_path / "autocast.json")
     result = train(cfg)
     run = _client(cfg).get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["trainer.precision"] == "bf16-mixed"
     assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+    passes = json.loads((tmp_path / "autocast.json").read_text())
+    assert len(passes) >= 2 * 5  # 2 slices x 5 batches of 64 (270 training examples)
+    assert all(p == {"autocast": True, "dtype": "torch.bfloat16"} for p in passes), passes[:3]
 
 
 def test_recurrent_model_learns_the_synthetic_task(tmp_path):
@@ -180,7 +190,10 @@ def _cli(args: list[str], cwd: Path, root: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path):
+def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypatch):
+    """The store and the run's folder land under the project root, and the folder holds this
+    run: Hydra's composed config is the config the run logged, and the best checkpoint holds
+    the trained epoch, the network's weights and the checkpoint the run uploaded."""
     elsewhere = tmp_path / "somewhere"
     elsewhere.mkdir()
     done = _cli(
@@ -189,12 +202,32 @@ def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path):
         tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "outputs" / "mlflow" / "mlflow.db").is_file()
-    assert list((tmp_path / "outputs" / "runs").glob("*/checkpoints/*.ckpt"))
     assert not any(elsewhere.iterdir())  # nothing written to the working directory
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run_id, downloads = runs[0].info.run_id, tmp_path / "downloads"
+
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    logged = OmegaConf.load(client.download_artifacts(run_id, "config/config.yaml", downloads))
+    assert logged.paths.output_dir == str(run_dir) and logged.data.n_train == 300
+    composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    composed.paths.output_dir = str(run_dir)  # ${hydra:runtime.output_dir} outside Hydra
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))  # ${seqbench.root:} as the run saw it
+    assert OmegaConf.to_container(composed, resolve=True) == OmegaConf.to_container(logged)
+
+    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and state["global_step"] == 5  # 270 training examples / 64
+    weights = {
+        k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")
+    }
+    fresh = instantiate(logged.model.net).state_dict()
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in fresh.items()}
+    uploaded = client.download_artifacts(run_id, f"checkpoints/{best.name}", downloads)
+    uploaded_state = torch.load(uploaded, map_location="cpu", weights_only=True)["state_dict"]
+    assert uploaded_state.keys() == state["state_dict"].keys()
+    assert all(torch.equal(uploaded_state[k], v) for k, v in state["state_dict"].items())
 
 
 def test_cli_wrong_choice_names_the_valid_ones(tmp_path):
