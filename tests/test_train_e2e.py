@@ -213,7 +213,8 @@ def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypa
     assert logged.paths.output_dir == str(run_dir) and logged.data.n_train == 300
     composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     composed.paths.output_dir = str(run_dir)  # ${hydra:runtime.output_dir} outside Hydra
-    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))  # ${seqbench.root:} as the run saw it
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))  # the environment _cli gave the run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert OmegaConf.to_container(composed, resolve=True) == OmegaConf.to_container(logged)
 
     (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
