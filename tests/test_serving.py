@@ -276,11 +276,13 @@ def test_the_documented_requests_to_make_serve_get_the_documented_answer(documen
 
 @pytest.fixture(scope="module")
 def ui_server(registered):
-    """``mlflow server`` over the registered store (the UI a researcher opens with make ui)."""
+    """``mlflow server`` over the registered store (the UI a researcher opens with make ui);
+    started only where the browser test can run. A loaded 2-core machine can take minutes."""
+    chromium_or_skip()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registered["uri"]]
     cmd += ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    with served_process(cmd, registered["root"] / "ui.log", "/health", env, timeout=90) as base:
+    with served_process(cmd, registered["root"] / "ui.log", "/health", env, timeout=240) as base:
         yield base
 
 
