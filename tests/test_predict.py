@@ -397,13 +397,14 @@ def test_a_model_logged_before_the_package_move_loads_and_predicts_the_same(runs
     expected = _own_forward(run, TEXTS)
     import mlflow
 
-    folder = Path(
-        mlflow.artifacts.download_artifacts(
-            f"runs:/{run['run_id']}/{MODEL_NAME}",
-            dst_path=str(tmp_path / "model"),
-            tracking_uri=run["uri"],
+    from seqbench.serving.mlflow_model import use_store
+
+    with use_store(run["uri"]):  # whatever store an earlier test left as MLflow's global one
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                f"runs:/{run['run_id']}/{MODEL_NAME}", dst_path=str(tmp_path / "model")
+            )
         )
-    )
     entries = list(folder.glob("pyfunc_entry.py"))
     assert entries, sorted(p.name for p in folder.iterdir())
     entries[0].write_text(PRE_MOVE_ENTRY)

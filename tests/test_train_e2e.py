@@ -225,7 +225,7 @@ def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypa
     }
     fresh = instantiate(logged.model.net).state_dict()
     assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in fresh.items()}
-    uploaded = client.download_artifacts(run_id, f"checkpoints/{best.name}", downloads)
+    uploaded = client.download_artifacts(run_id, "checkpoints/best.ckpt", downloads)
     uploaded_state = torch.load(uploaded, map_location="cpu", weights_only=True)["state_dict"]
     assert uploaded_state.keys() == state["state_dict"].keys()
     assert all(torch.equal(uploaded_state[k], v) for k, v in state["state_dict"].items())
