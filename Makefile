@@ -37,7 +37,7 @@ help:
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
 	@echo "make serve      serve a model: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001"
 	@echo "make bench      speed benchmark: seqbench vs plain PyTorch vs the Keras seed (SEEDS=1,2,3)"
-	@echo "make tracking-server  team MLflow tracking server on PostgreSQL, proxied artifacts (README: Team setup)"
+	@echo "make tracking-server  team MLflow tracking server on PostgreSQL, proxied artifacts (docs/team-server.md)"
 
 install: $(STAMP)
 
@@ -90,7 +90,7 @@ reproduce: install
 	$(BIN)/seqbench-train -m experiment=paper_table $(if $(IMDB_ARCHIVE),data.archive=$(IMDB_ARCHIVE),)
 	$(BIN)/seqbench-report --experiment imdb --latest-sweep --reference conf/reference/published.yaml
 
-# The team tracking server (README "Team setup"): PostgreSQL backend store, proxied artifacts.
+# The team tracking server (docs/team-server.md): PostgreSQL backend store, proxied artifacts.
 tracking-server: install
 	PORT=$(PORT) scripts/team_server.sh
 

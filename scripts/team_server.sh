@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The team's MLflow tracking server: PostgreSQL backend store, artifacts proxied by the server
-# (clients need no storage credentials). README "Team setup".
+# (clients need no storage credentials). docs/team-server.md.
 #   MLFLOW_BACKEND_STORE_URI=postgresql://mlflow:PASS@dbhost:5432/mlflow \
 #   MLFLOW_ARTIFACTS_DESTINATION=/srv/mlflow/artifacts  scripts/team_server.sh
 # Without MLFLOW_BACKEND_STORE_URI a PostgreSQL cluster is created and started under

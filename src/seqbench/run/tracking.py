@@ -67,7 +67,7 @@ def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
             reason = f"no answer within {timeout:.0f} s"
         raise TrackingUnreachable(
             f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it "
-            "(`mlflow server ...`, see README), or point logger.tracking_uri / "
+            "(`mlflow server ...`, see docs/team-server.md), or point logger.tracking_uri / "
             "MLFLOW_TRACKING_URI at a running server, or unset MLFLOW_TRACKING_URI to use the "
             "local store under outputs/mlflow"
         ) from None
