@@ -11,10 +11,23 @@ from mlflow.exceptions import MlflowException
 
 from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
 from seqbench.report import registry
-from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, ReportError
-from seqbench.report.output import default_out_dir, log_summary_run, write_outputs
+from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, Reference, ReportError
+from seqbench.report.datasets import build_datasets_table, default_name
+from seqbench.report.output import (
+    default_out_dir,
+    log_summary_run,
+    write_datasets_outputs,
+    write_outputs,
+)
 from seqbench.report.query import build_table
-from seqbench.report.reference import load_reference, resolve_reference_path
+from seqbench.report.ranking import POSTHOC_TESTS
+from seqbench.report.reference import (
+    DATASETS_REFERENCE,
+    is_dataset_reference,
+    load_dataset_reference,
+    load_reference,
+    resolve_reference_path,
+)
 from seqbench.report.selection import open_client
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
@@ -27,7 +40,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Paper-style comparison table (Markdown to stdout; CSV, LaTeX and a curves "
         "figure to --out) from an experiment's MLflow runs, logged as a summary run too.",
     )
-    parser.add_argument("--experiment", required=True, help="MLflow experiment name (e.g. imdb)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="MLflow experiment name (e.g. imdb)")
+    which.add_argument(
+        "--experiments",
+        metavar="A,B,C",
+        help="several experiments, one per dataset: a models x datasets table with average "
+        "ranks, Friedman's test, pairwise tests and cd_diagram.png",
+    )
+    parser.add_argument(
+        "--posthoc",
+        choices=POSTHOC_TESTS,
+        default="nemenyi",
+        help="with --experiments: the pairwise test across datasets (default: nemenyi; "
+        "wilcoxon: signed-rank with Holm's correction, for 7 or more datasets)",
+    )
     sweep = parser.add_mutually_exclusive_group()
     sweep.add_argument("--sweep-id", help="only runs of this multirun (tag sweep_id)")
     sweep.add_argument(
@@ -65,7 +92,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         const="",
         default=None,
         metavar="YAML",
-        help="add published figures; without a value, the bundled conf/reference/published.yaml",
+        help="add published figures; without a value, the bundled conf/reference/published.yaml "
+        "(with --experiments: conf/reference/ucr_published.yaml, figures per dataset)",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -102,11 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: 0 on success, 2 with a one-line message for user errors."""
     args = parse_args(argv)
     try:
-        reference = (
-            load_reference(resolve_reference_path(args.reference or None))
-            if args.reference is not None
-            else []
-        )
+        if args.experiments is not None:
+            return _main_datasets(args)
+        reference = _single_reference(args.reference, args.experiment)
         client = open_client(args.tracking_uri or default_tracking_uri())
         report = build_table(
             client,
@@ -138,6 +164,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlflowException as exc:
         print(f"seqbench-report: error: MLflow: {exc.message}", file=sys.stderr)
         return EXIT_USER_ERROR
+    return 0
+
+
+def _single_reference(path: str | None, experiment: str) -> list[Reference]:
+    """``--reference`` for one experiment: a table's figures, or a per-dataset file's figures
+    for this experiment's dataset."""
+    if path is None:
+        return []
+    resolved = resolve_reference_path(path or None)
+    if is_dataset_reference(resolved):
+        rows = (r.for_dataset(experiment) for r in load_dataset_reference(resolved))
+        return [r for r in rows if r is not None]
+    return load_reference(resolved)
+
+
+def _main_datasets(args: argparse.Namespace) -> int:
+    """``--experiments A,B,C``: the cross-dataset table, files to --out, Markdown to stdout."""
+    unsupported = [
+        flag
+        for flag, value in (("--baseline", args.baseline), ("--register", args.register))
+        if value
+    ]
+    if unsupported:
+        raise ReportError(
+            f"{' and '.join(unsupported)} work on one experiment's table; drop "
+            f"{'them' if len(unsupported) > 1 else 'it'} or use --experiment"
+        )
+    reference = []
+    if args.reference is not None:
+        path = resolve_reference_path(args.reference or None, DATASETS_REFERENCE)
+        if not is_dataset_reference(path):
+            raise ReportError(
+                f"reference file {path} gives one table's figures; --experiments needs figures "
+                "per dataset (test_acc: {dataset: fraction}), e.g. conf/reference/ucr_published.yaml"
+            )
+        reference = load_dataset_reference(path)
+    client = open_client(args.tracking_uri or default_tracking_uri())
+    report = build_datasets_table(
+        client,
+        args.experiments,
+        sweep_id=args.sweep_id,
+        filter_string=args.filter_string,
+        group_by=args.group_by,
+        latest_sweep=args.latest_sweep,
+        stale_after=args.stale_after,
+        metric=args.metric,
+        posthoc=args.posthoc,
+    )
+    out = args.out or default_out_dir(default_name(report.experiments), report.sweep_id)
+    files = write_datasets_outputs(report, out, reference)
+    print(files["table.md"].read_text(encoding="utf-8"), end="", flush=True)
+    print(f"seqbench-report: wrote {', '.join(files)} to {out}", file=sys.stderr)
     return 0
 
 

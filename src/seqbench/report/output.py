@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 from mlflow import MlflowClient
 
 from seqbench.config.paths import project_root
@@ -17,8 +18,14 @@ from seqbench.report.core import (
     Reference,
     Report,
 )
-from seqbench.report.plots import plot_curves
+from seqbench.report.datasets import DatasetsReport
+from seqbench.report.datasets_render import render_datasets_latex, render_datasets_markdown
+from seqbench.report.plots import plot_cd_diagram, plot_curves
+from seqbench.report.ranking import POSTHOC_NAMES
+from seqbench.report.reference import DatasetReference
 from seqbench.report.render import render_latex, render_markdown
+
+DATASETS_OUTPUT_FILES = ("table.md", "table.csv", "table.tex", "cd_diagram.png", "runs.csv")
 
 
 def write_outputs(
@@ -37,6 +44,35 @@ def write_outputs(
         f"{report.experiment}: validation accuracy by {', '.join(report.group_by)}",
     )
     report.runs.to_csv(files["runs.csv"], index=False)
+    return files
+
+
+def write_datasets_outputs(
+    report: DatasetsReport, out_dir: str | Path, reference: Sequence[DatasetReference] = ()
+) -> dict[str, Path]:
+    """Write a cross-dataset table's table.md/csv/tex, cd_diagram.png and runs.csv (every
+    included run, with its experiment); returns their paths by file name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / name for name in DATASETS_OUTPUT_FILES}
+    files["table.md"].write_text(render_datasets_markdown(report, reference), encoding="utf-8")
+    report.table.to_csv(files["table.csv"], index=False)
+    files["table.tex"].write_text(render_datasets_latex(report, reference), encoding="utf-8")
+    ranking = report.ranking
+    test = (
+        f"bars: no difference by the pairwise {POSTHOC_NAMES[ranking.posthoc]} test, "
+        f"alpha {ranking.alpha:g}"
+        if ranking.posthoc_p is not None
+        else "no pairwise test possible with so few datasets: one bar joins every model"
+    )
+    plot_cd_diagram(
+        ranking.average_rank,
+        ranking.posthoc_p,
+        files["cd_diagram.png"],
+        f"average rank over {len(ranking.used)} datasets ({test})",
+    )
+    runs = [r.runs.assign(experiment=r.experiment) for r in report.reports]
+    pd.concat(runs, ignore_index=True).to_csv(files["runs.csv"], index=False)
     return files
 
 

@@ -1,10 +1,12 @@
-"""The curves figure: validation accuracy per epoch for each row of the table."""
+"""The report's figures: validation curves per row, and the critical-difference diagram of a
+cross-dataset table."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def plot_curves(curves: dict[str, list[np.ndarray]], path: str | Path, title: str = "") -> Path:
@@ -53,6 +55,35 @@ def plot_curves(curves: dict[str, list[np.ndarray]], path: str | Path, title: st
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_cd_diagram(
+    average_rank: pd.Series, p_values: pd.DataFrame | None, path: str | Path, title: str = ""
+) -> Path:
+    """The critical-difference diagram (``scikit_posthocs.critical_difference_diagram``): each
+    model at its average rank (1 = best, left), and a bar joining models whose pairwise test
+    finds no difference. Without a pairwise test (``p_values`` None: too few datasets) every
+    pair counts as not different, so one bar joins them all; the caller's title says why."""
+    import scikit_posthocs as sp
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ranks = average_rank.dropna()
+    fig = Figure(figsize=(7, 1.2 + 0.35 * max(len(ranks), 2)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if len(ranks) >= 2:
+        labels = list(ranks.index)
+        if p_values is None:
+            p_values = pd.DataFrame(1.0, index=labels, columns=labels)
+        sp.critical_difference_diagram(ranks, p_values.loc[labels, labels], ax=ax)
+    else:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "fewer than 2 models with ranks", ha="center", va="center")
+    ax.set_title(title, fontsize="small", pad=24)
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path

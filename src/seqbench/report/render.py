@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from seqbench.report.aggregation import metric_column
-from seqbench.report.core import DEFAULT_METRIC, Reference, Report, row_label
+from seqbench.report.core import DEFAULT_METRIC, Excluded, Reference, Report, row_label
 
 
 def _pct(x: float, digits: int = 2) -> str:
@@ -200,12 +200,22 @@ def render_markdown(report: Report, reference: Sequence[Reference] = ()) -> str:
     ]
     lines[-1] = lines[-1].rstrip()
     lines += ["", " ".join(reading_note(report))]
-    lines += ["", f"## Not included ({len(report.excluded)})", ""]
-    if report.excluded:
-        lines += [f"- `{e.run_name}` ({e.run_id}): {e.status}, {e.reason}" for e in report.excluded]
+    lines += not_included([("", e) for e in report.excluded])
+    return "\n".join(lines) + "\n"
+
+
+def not_included(excluded: Sequence[tuple[str, Excluded]]) -> list[str]:
+    """The "Not included" section: every selected run left out, and why (``prefix`` first, e.g.
+    the experiment of a cross-dataset table)."""
+    lines = ["", f"## Not included ({len(excluded)})", ""]
+    if excluded:
+        lines += [
+            f"- {prefix}`{e.run_name}` ({e.run_id}): {e.status}, {e.reason}"
+            for prefix, e in excluded
+        ]
     else:
         lines.append("Every selected run is in the table.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 _LATEX_SPECIAL = {
@@ -227,6 +237,17 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
+def booktabs(frame: pd.DataFrame, align: Sequence[str], rule_after: int | None) -> list[str]:
+    """The lines of a booktabs ``tabular`` of ``frame`` (cells already LaTeX), with a
+    ``\\midrule`` after the first ``rule_after`` body rows (measured above published ones)."""
+    column_format = "".join(a[0] for a in align)
+    body = frame.to_latex(index=False, escape=False, column_format=column_format).splitlines()
+    if rule_after is not None:
+        first_row = body.index(r"\midrule") + 1
+        body.insert(first_row + rule_after, r"\midrule")
+    return body
+
+
 def render_latex(report: Report, reference: Sequence[Reference] = ()) -> str:
     """A booktabs ``tabular`` for ``\\input`` into a paper; published rows below a ``\\midrule``."""
     rows, measured = _display_rows(report, reference, "\x00")
@@ -235,11 +256,7 @@ def render_latex(report: Report, reference: Sequence[Reference] = ()) -> str:
     ]
     frame, align = _display_frame(report, escaped, bool(reference))
     frame.columns = [latex_escape(c) for c in frame.columns]
-    column_format = "".join(a[0] for a in align)
-    body = frame.to_latex(index=False, escape=False, column_format=column_format).splitlines()
-    if reference:  # separate published figures from measured ones
-        first_row = body.index(r"\midrule") + 1
-        body.insert(first_row + measured, r"\midrule")
+    body = booktabs(frame, align, measured if reference else None)
     selection = " ".join(report.selection.split())  # one comment line, whatever the filter
     header = f"% seqbench-report: {selection}; needs \\usepackage{{booktabs}}"
     note = [f"% {line}" for line in reading_note(report)]

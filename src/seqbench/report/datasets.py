@@ -1,0 +1,158 @@
+"""``seqbench-report --experiments A,B,C``: one table of models x datasets, one experiment per
+dataset (text or numeric alike), with the models ranked across datasets (``ranking``).
+
+Each experiment is read exactly as the single-experiment report reads it (``build_table``: same
+sweep, filter, grouping and exclusion rules), so a cell is that report's row for the model: the
+mean and sample std of the metric over the model's runs (its seeds) on that dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from seqbench.report.aggregation import metric_column
+from seqbench.report.core import DEFAULT_METRIC, Report, ReportError, row_label
+from seqbench.report.query import build_table
+from seqbench.report.ranking import ALPHA, Ranking, rank_models
+from seqbench.report.selection import open_client
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
+
+
+@dataclass
+class DatasetsReport:
+    """The cross-dataset table: per-experiment reports, the models x datasets cells and ranks."""
+
+    experiments: list[str]  # one per dataset, in the order asked for
+    reports: list[Report]
+    group_by: tuple[str, ...]
+    metric: str
+    table: pd.DataFrame  # the CSV: keys, <dataset>_n/_mean/_std/_rank per dataset, average_rank
+    ranking: Ranking
+    tracking_uri: str
+    sweep_id: str | None = None
+    filter_string: str | None = None
+
+    @property
+    def selection(self) -> str:
+        """Which runs were asked for, in words."""
+        names = ", ".join(f"`{e}`" for e in self.experiments)
+        parts = [f"experiments {names}"]
+        if self.sweep_id:
+            parts.append(f"sweep `{self.sweep_id}`")
+        elif any(r.sweep_id for r in self.reports):
+            parts.append("the latest sweep of each")
+        if self.filter_string:
+            parts.append(f"filter `{self.filter_string}`")
+        return ", ".join(parts)
+
+
+def parse_experiments(experiments: str | Sequence[str]) -> list[str]:
+    """Experiment names from ``A,B,C`` or a list; at least one, no repeats."""
+    names = experiments.split(",") if isinstance(experiments, str) else list(experiments)
+    names = [n.strip() for n in names if n and n.strip()]
+    if not names:
+        raise ReportError("--experiments needs at least one experiment name (A,B,C)")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ReportError(f"--experiments names {', '.join(repeated)} more than once")
+    return names
+
+
+def _cells(report: Report, metric: str) -> pd.DataFrame:
+    """One row per model of one experiment: its label, keys, n, mean and std of ``metric``."""
+    stem = "test_acc" if metric == DEFAULT_METRIC else metric_column(metric)
+    keys = list(report.group_by)
+    table = report.table
+    return pd.DataFrame(
+        {
+            "label": [row_label([r[k] for k in keys]) for _, r in table.iterrows()],
+            **{k: table[k].astype(str) for k in keys},
+            "n": table["n"].astype(int),
+            "mean": table[f"{stem}_mean"].astype(float),
+            "std": table[f"{stem}_std"].astype(float),
+        }
+    )
+
+
+def build_datasets_table(
+    client_or_uri: MlflowClient | str,
+    experiments: str | Sequence[str],
+    sweep_id: str | None = None,
+    filter_string: str | None = None,
+    group_by: str | Sequence[str] | None = None,
+    *,
+    latest_sweep: bool = False,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    metric: str = DEFAULT_METRIC,
+    posthoc: str = "nemenyi",
+    alpha: float = ALPHA,
+) -> DatasetsReport:
+    """The models x datasets table of ``metric`` (higher is better), ranked across datasets.
+
+    ``sweep_id``, ``filter_string``, ``group_by`` and ``stale_after`` apply to every experiment;
+    ``latest_sweep`` takes each experiment's own latest sweep. Raises ``ReportError`` as
+    ``build_table`` does for any experiment (unknown, or no finished run)."""
+    client = open_client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
+    names = parse_experiments(experiments)
+    reports = [
+        build_table(
+            client,
+            name,
+            sweep_id=sweep_id,
+            filter_string=filter_string,
+            group_by=group_by,
+            latest_sweep=latest_sweep,
+            stale_after=stale_after,
+            metric=metric,
+        )
+        for name in names
+    ]
+    keys = reports[0].group_by
+    cells = {
+        name: _cells(report, metric).set_index("label")
+        for name, report in zip(names, reports, strict=True)
+    }
+    labels = list(dict.fromkeys(label for c in cells.values() for label in c.index))
+    key_values = pd.concat([c[list(keys)] for c in cells.values()])
+    key_values = key_values[~key_values.index.duplicated()].loc[labels]
+    scores = pd.DataFrame({name: cells[name]["mean"] for name in names}).reindex(labels)
+    ranking = rank_models(scores, posthoc, alpha)
+
+    order = sorted(
+        labels, key=lambda m: (pd.isna(ranking.average_rank[m]), ranking.average_rank[m])
+    )
+    table = key_values.loc[order].reset_index(drop=True)
+    for name in names:
+        cell = cells[name].reindex(order)
+        table[f"{name}_n"] = cell["n"].fillna(0).astype(int).to_numpy()
+        table[f"{name}_mean"] = cell["mean"].to_numpy()
+        table[f"{name}_std"] = cell["std"].to_numpy()
+        ranks = ranking.ranks[name] if name in ranking.used else pd.Series(dtype=float)
+        table[f"{name}_rank"] = ranks.reindex(order).to_numpy()
+    table["average_rank"] = ranking.average_rank.reindex(order).to_numpy()
+    ranking.scores = ranking.scores.loc[order]
+    return DatasetsReport(
+        experiments=names,
+        reports=reports,
+        group_by=keys,
+        metric=metric,
+        table=table,
+        ranking=ranking,
+        tracking_uri=str(client.tracking_uri),
+        sweep_id=sweep_id,
+        filter_string=filter_string or None,
+    )
+
+
+def default_name(experiments: Sequence[str]) -> str:
+    """The output folder's name: the experiments joined, or a digest when that gets long."""
+    joined = "+".join(experiments)
+    if len(joined) <= 80:
+        return joined
+    digest = hashlib.sha1(joined.encode()).hexdigest()[:8]
+    return f"{len(experiments)}-datasets-{digest}"
