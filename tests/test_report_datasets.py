@@ -9,6 +9,8 @@ The unit tests at the end use hand-made numbers (ties, missing cells, too few da
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,32 +31,33 @@ SEEDS = (1, 2)
 UCR_PUBLISHED = REPO / "conf" / "reference" / "ucr_published.yaml"
 
 
-def _train(root, i: int, experiment: str, data_seed: int, model: str, seed: int) -> str:
-    cfg = make_config(
-        root,
-        [
-            *tiny(1, n_train=200, n_test=100, max_len=20),
-            f"paths.output_dir={root}/outputs/run{i}",
-            f"logger.experiment_name={experiment}",
-            f"data.generator_seed={data_seed}",
-            f"model={model}",
-            f"seed={seed}",
-            "+logger.log_model=false",
-            "+logger.tags.sweep_id=xt",
-        ],
-    )
-    train(cfg)
-    return cfg.logger.tracking_uri
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    """Trains every job in this process; the config is composed once per model (composing is
+    the slow part of a tiny run) and each job changes only its experiment, data and seeds."""
     root = tmp_path_factory.mktemp("datasets_store")
+    base = {
+        model: make_config(
+            root,
+            [
+                *tiny(1, n_train=200, n_test=100, max_len=20),
+                f"model={model}",
+                "+logger.log_model=false",
+                "+logger.tags.sweep_id=xt",
+            ],
+        )
+        for model in MODELS
+    }
     jobs = [(e, s, m, seed) for e, s in DATASETS.items() for m in MODELS for seed in SEEDS]
     jobs.append(("xd_d", 44, "lstm", 1))  # a dataset where only one model ran
-    uris = {_train(root, i, *job) for i, job in enumerate(jobs)}
-    [uri] = uris
-    return uri
+    for i, (experiment, data_seed, model, seed) in enumerate(jobs):
+        cfg = copy.deepcopy(base[model])
+        cfg.paths.output_dir = f"{root}/outputs/run{i}"
+        cfg.logger.experiment_name = experiment
+        cfg.data.generator_seed = data_seed
+        cfg.seed = seed
+        train(cfg)
+    return base[MODELS[0]].logger.tracking_uri
 
 
 def _scores(uri: str, experiments) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,9 +67,7 @@ def _scores(uri: str, experiments) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in experiments:
         exp = client.get_experiment_by_name(name)
         for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
-            accs.setdefault((run.data.tags["model"], name), []).append(
-                run.data.metrics["test/acc"]
-            )
+            accs.setdefault((run.data.tags["model"], name), []).append(run.data.metrics["test/acc"])
     assert all(len(v) == len(SEEDS) for k, v in accs.items() if k[1] in DATASETS)
     frame = pd.Series({k: np.mean(v) for k, v in accs.items()}).unstack()
     std = pd.Series({k: np.std(v, ddof=1) for k, v in accs.items() if len(v) > 1}).unstack()
@@ -155,7 +156,7 @@ def test_missing_cells_published_rows_and_errors(store, tmp_path, capsys):
     assert "(n=1)" in lstm_row
     published = next(line for line in printed.splitlines() if "Paper net (published" in line)
     assert "95.12" in published and published.rstrip(" |").endswith("50.00")
-    assert "Paper net: Somebody 2020; epochs chosen on the test set" in printed
+    assert "Paper net: Somebody 2020. epochs chosen on the test set" in printed
     table = pd.read_csv(out / "table.csv").set_index("model")
     assert len(table) == len(MODELS) and table["xd_d_rank"].isna().all()  # published: not in CSV
     means, _ = _scores(store, DATASETS)

@@ -63,6 +63,11 @@ def _rows(
     return rows, len(table)
 
 
+def shown(report: DatasetsReport, reference: Sequence[DatasetReference]) -> list[DatasetReference]:
+    """The published rows with a figure for at least one of the table's datasets."""
+    return [ref for ref in reference if set(ref.test_acc) & set(report.experiments)]
+
+
 def _frame(
     report: DatasetsReport, rows: list[list[str]], text: Callable[[str], str]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -99,8 +104,8 @@ def _friedman_line(ranking: Ranking) -> list[str]:
     verdict = (
         "the models' ranks differ across datasets more than chance would make them"
         if ranking.friedman_p < ranking.alpha
-        else "no evidence that the models' ranks differ; the pairwise p-values below are then "
-        "not evidence of any difference either (Demšar 2006)"
+        else "no evidence that the models' ranks differ, so by the usual protocol (Demšar 2006) "
+        "no pairwise difference below counts either"
     )
     return [
         f"Friedman test over {len(ranking.used)} datasets and {len(ranking.scores)} models: "
@@ -132,6 +137,7 @@ def render_datasets_markdown(
     report: DatasetsReport, reference: Sequence[DatasetReference] = ()
 ) -> str:
     """The printed document: heading, table, how to read it, the tests, sources, runs left out."""
+    reference = shown(report, reference)
     rows, _ = _rows(report, reference, "±", lambda s: f"**{s}**", str)
     frame, align = _frame(report, rows, str)
     n_runs = sum(len(r.runs) for r in report.reports)
@@ -146,10 +152,14 @@ def render_datasets_markdown(
         " ".join(reading_note(report, bool(reference))),
     ]
     lines += tests_section(report.ranking)
+    reference = shown(report, reference)
     if reference:
         lines += ["", "## Published figures", ""]
         lines += [
-            f"- {ref.name}: {ref.source}" + "".join(f"; {x}" for x in (ref.data, ref.note) if x)
+            f"- {ref.name}: {ref.source}"
+            + (f" ({ref.data})" if ref.data else "")
+            + "."
+            + (f" {ref.note}" if ref.note else "")
             for ref in reference
         ]
     excluded = [(f"`{r.experiment}`: ", e) for r in report.reports for e in r.excluded]
@@ -162,6 +172,7 @@ def render_datasets_latex(
 ) -> str:
     """A booktabs ``tabular`` of the table; published rows below a ``\\midrule``; the notes and
     the tests' results as comment lines above it."""
+    reference = shown(report, reference)
     rows, measured = _rows(report, reference, r"$\pm$", lambda s: rf"\textbf{{{s}}}", latex_escape)
     frame, align = _frame(report, rows, latex_escape)
     body = booktabs(frame, align, measured if reference else None)

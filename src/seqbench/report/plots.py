@@ -80,6 +80,7 @@ def plot_cd_diagram(
         if p_values is None:
             p_values = pd.DataFrame(1.0, index=labels, columns=labels)
         sp.critical_difference_diagram(ranks, p_values.loc[labels, labels], ax=ax)
+        ax.set_xlim(min(1.0, ranks.min()), max(float(len(ranks)), ranks.max()))  # ranks 1..k
     else:
         ax.set_axis_off()
         ax.text(0.5, 0.5, "fewer than 2 models with ranks", ha="center", va="center")
