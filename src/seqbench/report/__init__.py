@@ -34,8 +34,10 @@ Conventions, stated once because the files outlive this code:
 Modules: ``core`` (constants, ``Report``, ``ReportError``), ``query`` (``build_table``), which
 composes ``selection`` (store, experiment, sweep, filter), ``records`` (runs -> records, stale
 and excluded runs) and ``aggregation`` (per-group rows), ``statistics``, ``reference`` (published rows), ``render``
-(Markdown, LaTeX), ``plots`` (curves figure), ``output`` (files, summary run), ``registry``
-(Model Registry, UI links), ``cli``. This package's face is small: ``build_table``,
+(Markdown, LaTeX), ``plots`` (curves figure, CD diagram), ``output`` (files, summary run),
+``registry`` (Model Registry, UI links), ``cli``. Across datasets (``--experiments``):
+``datasets`` (one ``build_table`` per experiment -> models x datasets), ``ranking`` (average
+ranks, Friedman, pairwise tests) and ``datasets_render`` (Markdown, LaTeX). This package's face is small: ``build_table``,
 ``ReportError``, ``load_reference``, ``main`` and the constants ``COLUMNS`` and
 ``REPORT_KIND_TAG``; everything else is imported from its module. The face is imported on first
 use (``__getattr__``), so importing ``seqbench.report.<module>`` costs only that module, and no
