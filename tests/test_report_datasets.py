@@ -74,6 +74,7 @@ def _scores(uri: str, experiments) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame.loc[list(MODELS), list(experiments)], std
 
 
+@pytest.mark.slow
 def test_table_ranks_and_tests_match_scipy_and_scikit_posthocs(store, tmp_path, capsys):
     out = tmp_path / "across"
     args = ["--experiments", ",".join(DATASETS), "--tracking-uri", store, "--out", str(out)]
@@ -125,6 +126,7 @@ def test_table_ranks_and_tests_match_scipy_and_scikit_posthocs(store, tmp_path, 
     assert "| lstm |" not in printed.split("## Are the differences real?")[1]  # no p matrix
 
 
+@pytest.mark.slow
 def test_two_datasets_are_too_few_for_any_test(store, tmp_path, capsys):
     out = tmp_path / "two"
     assert main(["--experiments", "xd_a,xd_b", "--tracking-uri", store, "--out", str(out)]) == 0
@@ -138,6 +140,7 @@ def test_two_datasets_are_too_few_for_any_test(store, tmp_path, capsys):
     assert (out / "cd_diagram.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_missing_cells_published_rows_and_errors(store, tmp_path, capsys):
     reference = tmp_path / "published.yaml"
     reference.write_text(
