@@ -38,7 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="seqbench-report",
         description="Paper-style comparison table (Markdown to stdout; CSV, LaTeX and a curves "
-        "figure to --out) from an experiment's MLflow runs, logged as a summary run too.",
+        "figure to --out) from an experiment's MLflow runs, logged as a summary run too; with "
+        "--experiments, one table of models x datasets ranked across the datasets.",
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="MLflow experiment name (e.g. imdb)")
