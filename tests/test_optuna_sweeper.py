@@ -284,10 +284,8 @@ def test_failed_jobs_and_trials_of_a_killed_sweeper(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
-    assert {r.data.tags["optuna_trial"]: r.info.status for r in runs} == {
-        "1": "FAILED",
-        "2": "FINISHED",
-    }
+    # The refused dropout is caught before its run exists (tests/test_model_checks.py).
+    assert {r.data.tags["optuna_trial"]: r.info.status for r in runs} == {"2": "FINISHED"}
 
     # The YAML's dropout is an interval; this study stores it as a choice: refused up front.
     refused = _search(tmp_path, "hydra.sweeper.n_trials=3")

@@ -1,7 +1,8 @@
 """``seqbench-report`` on a real MLflow store filled by real (tiny) training runs; no mocks.
 
 One module-scoped store: an older one-epoch run in sweep ``test0``, then 2 models x 2 seeds in
-sweep ``test1`` plus one run of that sweep that fails once started (dropout 2.0 is refused: status FAILED).
+sweep ``test1`` plus one run of that sweep that fails once started (early stopping on a metric
+that does not exist: status FAILED).
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def store(tmp_path_factory):
                 "+logger.tags.sweep_id=test1",
             ],
         )
-    with pytest.raises(Exception, match="dropout probability"):
-        _train(root, 9, [*SMALL_SYNTHETIC, "model.net.dropout=2.0", "+logger.tags.sweep_id=test1"])
+    failing = ["callbacks=early_stopping", "callbacks.early_stopping.monitor=val/nonexistent"]
+    with pytest.raises(RuntimeError, match="val/nonexistent"):  # a FAILED run, after it started
+        _train(root, 9, [*SMALL_SYNTHETIC, *failing, "+logger.tags.sweep_id=test1"])
     return uri
 
 

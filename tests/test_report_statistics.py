@@ -39,6 +39,23 @@ def test_mean_ci_is_scipys_student_t_interval():
     assert mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)  # no spread at all
 
 
+@pytest.mark.parametrize(
+    "values", [[0.999, 1.0, 0.98], [0.001, 0.0, 0.02], [1.0, 0.5], [0.97, 0.99, 1.0, 0.995]]
+)
+def test_mean_ci_of_accuracies_near_the_ends_stays_within_0_and_1(values):
+    raw = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert raw[0] < 0 or raw[1] > 1  # the plain t interval leaves the scale here
+    low, high = mean_ci(values)
+    assert 0.0 <= low <= np.mean(values) <= high <= 1.0
+    assert (low, high) == pytest.approx((max(raw[0], 0.0), min(raw[1], 1.0)), rel=1e-12)
+
+
+def test_mean_ci_of_typical_accuracies_is_the_plain_t_interval():
+    for values in (A, B, [0.51, 0.55, 0.49], [0.30, 0.42, 0.35, 0.38, 0.33]):
+        raw = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+        assert mean_ci(values) == pytest.approx(raw, rel=1e-12)
+
+
 def test_welch_p_value_is_scipys_two_sided_unequal_variance_test():
     expected = stats.ttest_ind(B, A, equal_var=False, alternative="two-sided").pvalue
     assert welch_p_value(B, A) == pytest.approx(expected, rel=1e-12)

@@ -19,6 +19,9 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -33,9 +36,17 @@ from seqbench.training import fit
 from seqbench.training.callbacks import NonFiniteLossError
 from seqbench.training.cpu import configure_cpu
 from seqbench.training.hardware import release_freed_memory
-from seqbench.training.task import build_task
+from seqbench.training.task import build_task, check_model
 
-__all__ = ["USER_ERRORS", "TrainResult", "main", "setup_datamodule", "train"]
+__all__ = [
+    "JOB_ERRORS",
+    "USER_ERRORS",
+    "JobFailed",
+    "TrainResult",
+    "main",
+    "setup_datamodule",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -48,12 +59,28 @@ USER_ERRORS = (
     ArchiveError,
     NonFiniteLossError,
 )
+# The user errors that come from one job's own values (a model setting its class refuses, a
+# learning rate that overflows): inside a multirun only that job fails and the sweep goes on.
+# The others (the tracking server, the archive, a resume conflict) would fail every job alike.
+JOB_ERRORS = (ConfigError, NonFiniteLossError)
+
+
+class JobFailed(CompactHydraException):
+    """One job of a multirun failed for a reason its own values cause. Hydra records the job as
+    failed and runs the others; a grid sweep then exits 1 with this message (no traceback, as
+    a ``CompactHydraException``), and the Optuna sweeper marks the trial FAIL."""
+
+
 # Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
 # step, and the pytree deprecation is internal to Lightning.
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 # The DataModule restores the sampler's position itself (SequenceDataModule.state_dict).
 warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _run_origin() -> float | None:
@@ -74,12 +101,17 @@ def train(cfg: DictConfig) -> TrainResult:
     (``seqbench.run.resume``). The metrics include ``val/acc_best`` (what sweeps optimise).
     """
     check_config(cfg)
+    check_model(cfg)  # a value the model refuses: one message, before anything is written
     origin = _run_origin()
     try:
         with RunLifecycle(cfg) as run:
             L.seed_everything(cfg.seed, workers=True)
             plan = configure_cpu(cfg)
             datamodule = setup_datamodule(cfg)  # bad data fails here, before any MLflow run exists
+            # Built before the run exists (check_model has refused bad values already). Nothing
+            # else draws random numbers between seeding and the first epoch, so the initial
+            # weights are the ones a build after run.start() gave.
+            task = build_task(cfg, plan.batch_split)
             if not run.plan():
                 return run.result  # finished earlier, or left to the process running it
             threads = {
@@ -87,7 +119,6 @@ def train(cfg: DictConfig) -> TrainResult:
                 "batch_split": str(plan.batch_split),
             }
             run.start(datamodule.fingerprint, threads)
-            task = build_task(cfg, plan.batch_split)
             run.record_inputs(datamodule, task.trainable_parameters)
             log.info(
                 "model %s: %s trainable parameters; %d CPU thread(s) x %d batch slice(s)",
@@ -133,13 +164,16 @@ def main(cfg: DictConfig) -> Any:
     """Console entry point; returns ``cfg.optimized_metric`` for sweepers (e.g. Optuna).
 
     Errors a user can fix (bad config, unreachable server, resume conflicts, bad data) print
-    one message and exit with status 2; an interrupted run exits 128 + the signal number, as a
+    one message and exit with status 2; inside a multirun, one whose cause is the job's own
+    values (``JOB_ERRORS``) fails only that job (``JobFailed``); an interrupted run exits 128 + the signal number, as a
     shell reports a killed process, after saying how to resume it.
     """
     try:
         result = train(cfg)
     except USER_ERRORS as exc:
         log.error("%s", exc)
+        if isinstance(exc, JOB_ERRORS) and _in_multirun():
+            raise JobFailed(str(exc)) from None  # this job fails, the sweep goes on
         sys.exit(2)
     except RunInterrupted as exc:
         log.warning("%s; run the same command again to resume", exc)

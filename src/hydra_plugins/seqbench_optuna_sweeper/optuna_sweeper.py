@@ -37,7 +37,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Quote, QuotedString, Transformer
 from hydra.core.utils import JobReturn
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException, HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -513,8 +513,10 @@ class OptunaSweeper(Sweeper):
         try:
             raw = result.return_value  # re-raises the job's exception if it failed
         except Exception as exc:
+            # A job's own refused values (seqbench.train.JobFailed) need no traceback.
+            trace = None if isinstance(exc, CompactHydraException) else exc
             log.warning(
-                "trial %d failed: %s: %s", trial.number, type(exc).__name__, exc, exc_info=exc
+                "trial %d failed: %s: %s", trial.number, type(exc).__name__, exc, exc_info=trace
             )
             trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:1000])
             study.tell(trial, state=TrialState.FAIL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqbench.models.arguments import check_probability
 from seqbench.models.init import apply_init
 from seqbench.models.randomness import Dropout
 
@@ -25,6 +26,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        check_probability("dropout", dropout)
         self.encoder = encoder
         self.num_classes = num_classes
         self.dropout = Dropout(dropout)

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from seqbench.data.text import SIDES
+from seqbench.models.arguments import check_choice, check_probability
 from seqbench.models.randomness import Dropout
 from seqbench.models.recurrent import RecurrentLayer, padding_mask
 
 
 def _check_padding(padding: str) -> None:
-    if padding not in SIDES:
-        raise ValueError(f"padding={padding!r} is not valid; valid choices: {', '.join(SIDES)}")
+    check_choice("padding", padding, SIDES)
 
 
 class LSTMEncoder(nn.Module):
@@ -36,6 +36,7 @@ class LSTMEncoder(nn.Module):
     ) -> None:
         super().__init__()
         _check_padding(padding)
+        check_probability("embedding_dropout", embedding_dropout)
         sizes = [hidden_size] if isinstance(hidden_size, int) else list(hidden_size)
         if not sizes:
             raise ValueError("hidden_size needs at least one layer")

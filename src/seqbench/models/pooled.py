@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqbench.models.arguments import check_at_least, check_choice, check_probability
 from seqbench.models.encoders import _check_padding
 from seqbench.models.ngrams import HashedNgramBag
 from seqbench.models.randomness import BranchDropout, Dropout
@@ -46,8 +47,7 @@ class BiRecurrent(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, cell: str = "lstm") -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell={cell!r} is not valid; valid choices: {', '.join(CELLS)}")
+        check_choice("cell", cell, CELLS)
         self.forward_rnn = CELLS[cell](input_size, hidden_size, batch_first=True)
         self.backward_rnn = CELLS[cell](input_size, hidden_size, batch_first=True)
         self.output_size = 2 * hidden_size
@@ -90,12 +90,15 @@ class PooledRNNEncoder(nn.Module):
     ) -> None:
         super().__init__()
         _check_padding(padding)
-        if pooling not in POOLINGS:
-            raise ValueError(
-                f"pooling={pooling!r} is not valid; valid choices: {', '.join(POOLINGS)}"
-            )
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        check_choice("pooling", pooling, POOLINGS)
+        check_choice("cell", cell, CELLS)
+        check_at_least("num_layers", num_layers, 1)
+        for name, p in (
+            ("embedding_dropout", embedding_dropout),
+            ("dropout", dropout),
+            ("branch_dropout", branch_dropout),  # checked even without the n-gram bag it drops
+        ):
+            check_probability(name, p)
         self.padding = padding
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim)

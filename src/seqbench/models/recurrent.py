@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqbench.models.arguments import check_probability
 from seqbench.models.randomness import keep_mask
 
 
@@ -64,8 +65,7 @@ class KerasLSTM(nn.Module):
     ) -> None:
         super().__init__()
         for name, p in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {p}")
+            check_probability(name, p)
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
         self.hidden_size = hidden_size
         self.dropout = dropout

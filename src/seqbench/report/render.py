@@ -157,7 +157,8 @@ def reading_note(report: Report) -> list[str]:
     seeds = "/".join(str(n) for n in counts)
     note = [
         f"95% CI: Student-t interval of the mean test accuracy over the row's n runs "
-        f"(n = {seeds} here), blank for a single run."
+        f"(n = {seeds} here), clipped to 0-100% (the mean cannot lie outside, so the "
+        "coverage is unchanged), blank for a single run."
     ]
     if report.baseline is None:
         return note

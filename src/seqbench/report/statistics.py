@@ -4,8 +4,18 @@ All inference is scipy's; this module only decides what is defined. Everything i
 rows' per-seed test accuracies (one value per run), so the unit of replication is the seed:
 
 - ``test_acc_ci_low`` / ``test_acc_ci_high``: 95% Student-t interval of the mean,
-  ``scipy.stats.t.interval`` with n-1 degrees of freedom and the standard error of the mean.
-  Blank for one run (no spread, no interval); ``[mean, mean]`` when all runs agree exactly.
+  ``scipy.stats.t.interval`` with n-1 degrees of freedom and the standard error of the mean,
+  clipped to [0, 1] (``ACCURACY_RANGE``). Blank for one run (no spread, no interval);
+  ``[mean, mean]`` when all runs agree exactly.
+
+  Why clipping rather than an interval built for proportions: the true mean accuracy lies in
+  [0, 1], so cutting off the part of the interval outside it removes no value the interval
+  could cover and its coverage is exactly the Student-t interval's; inside the range nothing
+  changes, so typical rows keep the interval they always had. The alternatives fit a handful
+  of seeds worse: a percentile bootstrap of 3-5 values is too narrow (see below), and a
+  logit-scale or Wilson interval needs either each run's number of test reviews (it is then
+  an interval of one run's accuracy, not of the mean over seeds) or an arbitrary correction
+  for a seed at exactly 100%, and its centre is no longer the mean the table shows.
 - ``diff_vs_baseline``: mean of the row minus mean of the baseline row (fractions; 0 for the
   baseline itself).
 - ``p_value``: Welch's two-sided t-test (``scipy.stats.ttest_ind(equal_var=False)``), which does
@@ -34,10 +44,16 @@ CONFIDENCE = 0.95
 MIN_BOOTSTRAP_SEEDS = 5
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
+ACCURACY_RANGE = (0.0, 1.0)  # accuracies are fractions; intervals are clipped to this range
 
 
-def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Student-t confidence interval of the mean of ``values``; NaNs for fewer than two values."""
+def mean_ci(
+    values: Sequence[float],
+    confidence: float = CONFIDENCE,
+    bounds: tuple[float, float] = ACCURACY_RANGE,
+) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of ``values``, clipped to ``bounds`` (the
+    range the mean can take; the module docstring says why); NaNs for fewer than two values."""
     x = np.asarray(values, dtype=float)
     if len(x) < 2:
         return math.nan, math.nan
@@ -45,7 +61,7 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[fl
     if np.all(x == x[0]):  # zero spread: scipy would return NaN for scale 0
         return mean, mean
     low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=stats.sem(x))
-    return float(low), float(high)
+    return max(float(low), bounds[0]), min(float(high), bounds[1])
 
 
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:

@@ -10,6 +10,11 @@ a commit (a fix elsewhere, docs, a new model) must still skip its finished jobs 
 interrupted ones, which is the point of relaunching. The commit each run started on stays in
 its ``git.commit`` tag and a resume under another commit is logged; ``resume=never`` starts
 fresh runs when a code change should invalidate old results.
+
+Upgrades that add a config key keep every existing key: a key listed in ``NEUTRAL_DEFAULTS`` is
+left out of the hash while it holds its neutral value (the value that computes what the code
+did before the key existed), so a sweep finished on an older seqbench is still skipped. Only a
+value that changes the result enters the hash, and then the job is a new one.
 """
 
 from __future__ import annotations
@@ -53,6 +58,15 @@ NON_RESULT_KEYS: tuple[str, ...] = (
 )
 
 
+# New config keys at the value that keeps the behaviour from before they existed: dotted key ->
+# neutral value. A key at its neutral value is left out of the job key, so adding it keeps every
+# existing job's key (tests/test_upgrade_keys.py). When you add a config key that changes a
+# result only when set to something else, add its neutral default here, in the same commit.
+# Never list a key that existing jobs already hashed (anything in the configs before this
+# registry appeared, e.g. data.val_split): dropping it would change their keys.
+NEUTRAL_DEFAULTS: dict[str, object] = {}
+
+
 # Classes named by ``_target_`` that moved to another module: the job key hashes the name they
 # had when the key was first computed, so a relaunch after the move still finds finished jobs
 # (tests/test_job_keys.py pins the keys of the shipped configurations). New path -> old path.
@@ -78,9 +92,24 @@ def is_result_key(key: str) -> bool:
     return not any(fnmatch.fnmatchcase(key, pattern) for pattern in NON_RESULT_KEYS)
 
 
+def _as_logged(value: object) -> str:
+    """A config value as ``tracking.flatten`` logs it."""
+    return "null" if value is None else str(value)
+
+
+def is_neutral(key: str, value: str) -> bool:
+    """Whether ``key`` (logged as ``value``) holds the neutral default of a key added later."""
+    return key in NEUTRAL_DEFAULTS and value == _as_logged(NEUTRAL_DEFAULTS[key])
+
+
+def _hashed(key: str, value: str) -> bool:
+    return is_result_key(key) and not is_neutral(key, value)
+
+
 def result_params(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
-    """The flattened ``key -> value`` pairs (as logged to MLflow) that decide the result."""
-    return {k: _identity_value(k, v) for k, v in flatten(_container(cfg)) if is_result_key(k)}
+    """The flattened ``key -> value`` pairs (as logged to MLflow) that decide the result: all
+    but ``NON_RESULT_KEYS`` and keys at their ``NEUTRAL_DEFAULTS`` value."""
+    return {k: _identity_value(k, v) for k, v in flatten(_container(cfg)) if _hashed(k, v)}
 
 
 def job_key(cfg: DictConfig | Mapping[str, Any]) -> str:
@@ -92,7 +121,7 @@ def job_key(cfg: DictConfig | Mapping[str, Any]) -> str:
 def params_diff(current: Mapping[str, str], logged: Mapping[str, str]) -> list[str]:
     """Human-readable differences between this launch's result params and a run's params."""
     lines = []
-    for key in sorted(set(current) | {k for k in logged if is_result_key(k)}):
+    for key in sorted(set(current) | {k for k, v in logged.items() if _hashed(k, v)}):
         now = current.get(key, "<absent>")
         then = _identity_value(key, logged.get(key, "<absent>"))
         if now != then:

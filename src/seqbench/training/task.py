@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import re
 from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, open_dict
 from torch import nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
+from seqbench.config.validation import ConfigError
+from seqbench.models.arguments import ModelArgumentError
 from seqbench.models.classifier import count_trainable
 from seqbench.training.parallel import BatchSplitter
 
@@ -192,16 +197,68 @@ class ClassificationTask(L.LightningModule):
         }
 
 
+def refused_setting(exc: InstantiationException) -> str:
+    """What a model class refused, named by its config key: ``model.net.encoder.pooling='x' is
+    not valid: expected one of: ...`` (``ModelArgumentError``), an argument the class does not
+    take with the ones it does, or the class's own message under the node's key."""
+    text, cause = str(exc), exc.__cause__
+    node = re.search(r"full_key: (\S+)", text)
+    key = node.group(1) if node else "model.net"
+    found = re.search(r"target '([^']+)'", text)
+    target = found.group(1) if found else "the model"
+    name = target.rsplit(".", 1)[-1]
+    if isinstance(cause, ModelArgumentError):
+        return f"{key}.{cause.argument}={cause.value!r} is not valid: expected {cause.allowed}"
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    if isinstance(cause, TypeError) and unknown:
+        try:
+            taken = [p for p in inspect.signature(get_class(target)).parameters if p != "self"]
+        except (ImportError, ValueError, TypeError):
+            taken = []
+        return f"{key}.{unknown.group(1)} is not a setting of {name}; its settings: " + ", ".join(
+            taken
+        )
+    return f"{key} ({name}) refused its settings: {cause}"
+
+
 def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
-    """The LightningModule for ``cfg.model``: the net, its optimiser and optional scheduler."""
+    """The LightningModule for ``cfg.model``: the net, its optimiser and optional scheduler.
+
+    A value the model refuses (a choice, a probability, an argument the class does not take, a
+    ``model.lr_scales`` name the net does not have) raises ``ConfigError`` naming its key, so
+    ``seqbench-train`` builds the task before any MLflow run exists (``seqbench.train``)."""
+    try:
+        net = instantiate(cfg.model.net)
+    except InstantiationException as exc:
+        if not isinstance(exc.__cause__, (ValueError, TypeError)):
+            raise
+        raise ConfigError(f"invalid model configuration: {refused_setting(exc)}") from None
     scheduler = instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None
     splitter = None
     if batch_split > 1:
         splitter = BatchSplitter(batch_split, flush_denormal=bool(cfg.get("flush_denormal", True)))
-    return ClassificationTask(
-        net=instantiate(cfg.model.net),
+    task = ClassificationTask(
+        net=net,
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=scheduler,
         batch_splitter=splitter,
         lr_scales=dict(cfg.model.get("lr_scales") or {}),
     )
+    try:
+        task.parameter_groups()  # the lr_scales names, checked now rather than at fit time
+    except ValueError as exc:
+        raise ConfigError(f"invalid model configuration: {exc}") from None
+    return task
+
+
+def check_model(cfg: DictConfig) -> None:
+    """Build the task once from a copy of ``cfg``, before any data, cache or run exists, so a
+    value the model refuses costs one ``ConfigError`` and nothing else. The random state is
+    left untouched (the real build, later, draws the same initial weights); a ``data.num_classes``
+    the data has not filled in yet is taken as 2 for the check."""
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe):
+        if probe.get("data") is not None and probe.data.get("num_classes") is None:
+            probe.data.num_classes = 2
+    with torch.random.fork_rng(devices=[]):
+        build_task(probe)
