@@ -27,6 +27,7 @@ from seqbench.config.validation import ConfigError, check_config
 from seqbench.data.archive import ArchiveError
 from seqbench.launch import ddp
 from seqbench.run import resume, tracking
+from seqbench.run.checkpoint_io import CheckpointWriteError
 from seqbench.run.interrupt import RunInterrupted, hand_over
 from seqbench.run.lifecycle import RunLifecycle, TrainResult
 from seqbench.training import fit
@@ -47,6 +48,7 @@ USER_ERRORS = (
     resume.ResumeError,
     ArchiveError,
     NonFiniteLossError,
+    CheckpointWriteError,  # a full disk or an unwritable folder: the message says what to do
 )
 # Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
 # step, and the pytree deprecation is internal to Lightning.

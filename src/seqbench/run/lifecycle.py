@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqbench.config.paths import project_root
 from seqbench.launch import cluster, ddp
 from seqbench.run import checkpoints, lineage, plots, resume, tracking
+from seqbench.run.checkpoint_io import AtomicCheckpoints
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, HeartbeatEachEpoch, identity_tags
 from seqbench.run.interrupt import SignalGuard, StopOnSignal
@@ -311,13 +312,17 @@ class RunLifecycle:
     def callbacks(self, configured: Sequence[L.Callback]) -> list[L.Callback]:
         """The callbacks the run adds to ``configured`` (which it also wires): each
         ``TrackedCheckpoint`` gets the run's uploader, ``StopOnSignal`` checkpoints and uploads
-        on a signal, ``HeartbeatEachEpoch`` refreshes the heartbeat after every epoch."""
+        on a signal, ``AtomicCheckpoints`` makes every checkpoint write atomic,
+        ``HeartbeatEachEpoch`` refreshes the heartbeat after every epoch."""
         checkpoint_dir = Path(str(self.cfg.paths.output_dir)) / "checkpoints"
         for callback in configured:
             if isinstance(callback, TrackedCheckpoint):
                 callback.uploader = self.uploader
                 checkpoint_dir = Path(callback.dirpath or checkpoint_dir)
-        added: list[L.Callback] = [StopOnSignal(self.guard, checkpoint_dir, self.uploader)]
+        added: list[L.Callback] = [
+            AtomicCheckpoints(),
+            StopOnSignal(self.guard, checkpoint_dir, self.uploader),
+        ]
         if self._heartbeat is not None:
             added.append(HeartbeatEachEpoch(self._heartbeat.beat))
         return added

@@ -30,6 +30,9 @@ from seqbench.run.interrupt import RunInterrupted
 log = logging.getLogger(__name__)
 
 ERROR_TAG = "seqbench.error"  # why a FAILED or KILLED run ended
+# A short reason for the known failures (an exception's ``failure_reason`` attribute, e.g.
+# "checkpoint write failed"): what a sweep's report can group by; ERROR_TAG has the details.
+FAILURE_REASON_TAG = "seqbench.failure_reason"
 REACHABLE_TIMEOUT = 10.0  # seconds to wait for a tracking server before giving up
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
@@ -208,6 +211,8 @@ def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) 
     try:
         if exc is not None:
             client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:5000])
+            if reason := getattr(exc, "failure_reason", None):
+                client.set_tag(run_id, FAILURE_REASON_TAG, str(reason))
         client.set_terminated(run_id, status)
     except Exception:  # never mask the original error with a bookkeeping one
         log.exception("could not mark MLflow run %s as %s", run_id, status)
