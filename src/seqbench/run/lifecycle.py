@@ -207,9 +207,18 @@ class RunLifecycle:
             "data.fingerprint": fingerprint,
         }
         decided = None
-        if self._decision.action == "resume":
-            decided = self._reopen(self._decision, launch_tags, fingerprint)
-        else:
+        try:
+            if self._decision.action == "resume":
+                decided = self._reopen(self._decision, launch_tags, fingerprint)
+            else:
+                self._create(launch_tags)
+        except checkpoints.NoUsableCheckpoint as exc:  # history cannot continue: a fresh run
+            old = self._decision.run.info.run_id
+            log.warning("%s; training this job from the start as a new run", exc)
+            tracking.set_tags(
+                self.client, old, {tracking.FAILURE_REASON_TAG: "no readable checkpoint"}
+            )
+            self.client.set_terminated(old, "FAILED")
             self._create(launch_tags)
         self.ckpt_path = decided or self.cfg.get("ckpt_path")
         ddp.publish_decision(self.cfg.paths.output_root, False, decided)
