@@ -30,6 +30,7 @@ from seqbench.run import resume, tracking
 from seqbench.run.checkpoint_io import CheckpointWriteError
 from seqbench.run.interrupt import RunInterrupted, hand_over
 from seqbench.run.lifecycle import RunLifecycle, TrainResult
+from seqbench.run.outbox import TrackingOutage
 from seqbench.training import fit
 from seqbench.training.callbacks import NonFiniteLossError
 from seqbench.training.cpu import configure_cpu
@@ -49,6 +50,7 @@ USER_ERRORS = (
     ArchiveError,
     NonFiniteLossError,
     CheckpointWriteError,  # a full disk or an unwritable folder: the message says what to do
+    TrackingOutage,  # the server stayed away past logger.outage_limit_s: run it again later
 )
 # Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
 # step, and the pytree deprecation is internal to Lightning.

@@ -145,8 +145,9 @@ class CheckpointUploader:
     hooks that call it every epoch cost nothing while the best checkpoint stays the same.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, outbox: Any = None) -> None:
         self.client, self.run_id = client, run_id
+        self.outbox = outbox  # seqbench.run.outbox.Outbox: uploads queue behind the metrics
         self._uploaded: dict[str, tuple[str, int, int]] = {}
 
     @staticmethod
@@ -159,7 +160,10 @@ class CheckpointUploader:
             return
         stamp = self._stamp(path)
         if self._uploaded.get(folder) != stamp:
-            upload_checkpoint(self.client, self.run_id, path, name, folder)
+            if self.outbox is not None:
+                self.outbox.put_artifact(self.run_id, path, name, folder)
+            else:
+                upload_checkpoint(self.client, self.run_id, path, name, folder)
             self._uploaded[folder] = stamp
 
     def upload_last(self, path: Path) -> None:
