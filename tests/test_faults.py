@@ -342,7 +342,7 @@ def test_past_the_outage_limit_the_run_stops_and_the_same_command_resumes_it(tmp
         server.kill()
         proc.wait(timeout=90)  # gives up by itself, ~6 s after the server went away
         stopped = _log(tmp_path, 0)
-        assert proc.returncode == 2, stopped[-3000:]
+        assert proc.returncode == 75, stopped[-3000:]  # EX_TEMPFAIL
         assert f"tracking server {server.uri} has been unreachable for" in stopped
         assert "logger.outage_limit_s=6" in stopped and "Traceback" not in stopped
         assert list(tmp_path.glob("outputs/outbox/*/records.jsonl")), "nothing kept"

@@ -49,9 +49,11 @@ USER_ERRORS = (
     resume.ResumeError,
     ArchiveError,
     NonFiniteLossError,
-    CheckpointWriteError,  # a full disk or an unwritable folder: the message says what to do
-    TrackingOutage,  # the server stayed away past logger.outage_limit_s: run it again later
 )
+# Faults outside the command (a full disk, a tracking server away past logger.outage_limit_s):
+# one message and EX_TEMPFAIL (75), "try again later": the same command then resumes the run.
+TEMPORARY_FAILURES = (CheckpointWriteError, TrackingOutage)
+EXIT_TEMPFAIL = 75
 # Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
 # step, and the pytree deprecation is internal to Lightning.
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -145,6 +147,9 @@ def main(cfg: DictConfig) -> Any:
     except USER_ERRORS as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except TEMPORARY_FAILURES as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_TEMPFAIL)
     except RunInterrupted as exc:
         log.warning("%s; run the same command again to resume", exc)
         hand_over(exc.signum)  # under submitit: requeue the job (it resumes this run)

@@ -373,6 +373,10 @@ class OutageGuard(L.Callback):
         seconds = self.outbox.outage_seconds()
         if seconds <= self.limit_s:
             return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # Not at an epoch's last batch: Lightning resumes such a checkpoint in the next
+            # epoch without this one's validation, and its val/acc point would be missing.
+            return
         path = self.checkpoint_dir / "last.ckpt"
         trainer.save_checkpoint(path)
         count = self.outbox.save(self.saved)
