@@ -30,8 +30,10 @@ from seqbench.config.validation import ConfigError, check_config
 from seqbench.data.archive import ArchiveError
 from seqbench.launch import ddp
 from seqbench.run import resume, tracking
+from seqbench.run.checkpoint_io import CheckpointWriteError
 from seqbench.run.interrupt import RunInterrupted, hand_over
 from seqbench.run.lifecycle import RunLifecycle, TrainResult
+from seqbench.run.outbox import TrackingOutage
 from seqbench.training import fit
 from seqbench.training.callbacks import NonFiniteLossError
 from seqbench.training.cpu import configure_cpu
@@ -70,6 +72,11 @@ class JobFailed(CompactHydraException):
     failed and runs the others; a grid sweep then exits 1 with this message (no traceback, as
     a ``CompactHydraException``), and the Optuna sweeper marks the trial FAIL."""
 
+
+# Faults outside the command (a full disk, a tracking server away past logger.outage_limit_s):
+# one message and EX_TEMPFAIL (75), "try again later": the same command then resumes the run.
+TEMPORARY_FAILURES = (CheckpointWriteError, TrackingOutage)
+EXIT_TEMPFAIL = 75
 
 # Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
 # step, and the pytree deprecation is internal to Lightning.
@@ -175,6 +182,9 @@ def main(cfg: DictConfig) -> Any:
         if isinstance(exc, JOB_ERRORS) and _in_multirun():
             raise JobFailed(str(exc)) from None  # this job fails, the sweep goes on
         sys.exit(2)
+    except TEMPORARY_FAILURES as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_TEMPFAIL)
     except RunInterrupted as exc:
         log.warning("%s; run the same command again to resume", exc)
         hand_over(exc.signum)  # under submitit: requeue the job (it resumes this run)

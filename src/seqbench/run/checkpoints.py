@@ -9,8 +9,11 @@ back for the final test, and the run's best weights for whoever reads its artifa
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ CHECKPOINT_ARTIFACT = "resume"  # artifact folder of the run's latest last.ckpt
 CHECKPOINT_NAME = "last.ckpt"
 BEST_ARTIFACT = "checkpoints"  # artifact folder of the run's best checkpoint
 BEST_NAME = "best.ckpt"
+
+log = logging.getLogger(__name__)
 
 
 def upload_checkpoint(
@@ -68,15 +73,69 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
+def unreadable(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be trusted (one line), or None when it is whole.
+
+    Lightning's checkpoints are zip archives with a CRC-32 per member: a file cut short by a
+    crash or a full disk, or with damaged bytes, fails the archive's own check here instead of
+    as a ``torch.load`` traceback in the middle of Lightning's restore.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return f"member {bad} fails its CRC check" if bad else None
+
+
+class NoUsableCheckpoint(RuntimeError):
+    """The run saved checkpoints, but none of them (local or in its artifacts) is readable."""
+
+
+def _candidates(client: MlflowClient, run: Run, download_dir: Path) -> Iterator[Path]:
+    """Where a run's checkpoint may be, best first: its local ``last.ckpt``, the copy in its
+    artifacts, then older good ones (the local best checkpoints, newest first, and the
+    artifacts' best). Downloads happen only when the earlier candidates failed."""
+    run_id = run.info.run_id
+    local_dir = (
+        Path(run.data.tags["output_dir"]) / "checkpoints"
+        if run.data.tags.get("output_dir")
+        else None
+    )
+    if local_dir is not None and (local_dir / CHECKPOINT_NAME).is_file():
+        yield local_dir / CHECKPOINT_NAME
+    if (path := download_checkpoint(client, run_id, CHECKPOINT_NAME, download_dir)) is not None:
+        yield path
+    if local_dir is not None and local_dir.is_dir():
+        others = [p for p in local_dir.glob("*.ckpt") if p.name != CHECKPOINT_NAME]
+        yield from sorted(others, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    best_dir = download_dir / "best"
+    if (
+        path := download_checkpoint(client, run_id, BEST_NAME, best_dir, BEST_ARTIFACT)
+    ) is not None:
+        yield path
+
+
 def find_checkpoint(client: MlflowClient, run: Run, download_dir: Path) -> Path | None:
-    """The run's latest ``last.ckpt``: in the output folder it ran in when that still exists on
-    this machine, else downloaded from its MLflow artifacts (another machine, a cleaned disk)."""
-    output_dir = run.data.tags.get("output_dir")
-    if output_dir:
-        local = Path(output_dir) / "checkpoints" / CHECKPOINT_NAME
-        if local.is_file():
-            return local
-    return download_checkpoint(client, run.info.run_id, CHECKPOINT_NAME, download_dir)
+    """The run's latest readable checkpoint: ``last.ckpt`` in the output folder it ran in when
+    that still exists on this machine, else the copy in its MLflow artifacts (another machine,
+    a cleaned disk, a local copy cut short), else an older good checkpoint. None when the run
+    saved none; ``NoUsableCheckpoint`` when every one it saved is unreadable. Each unreadable
+    one is reported in one line."""
+    tried = []
+    for path in _candidates(client, run, download_dir):
+        problem = unreadable(path)
+        if problem is None:
+            if tried:
+                log.warning("resuming from %s instead", path)
+            return path
+        log.warning("checkpoint %s is unreadable (%s); trying the next copy", path, problem)
+        tried.append(str(path))
+    if tried:
+        raise NoUsableCheckpoint(
+            f"no readable checkpoint for run {run.info.run_id} (tried {', '.join(tried)})"
+        )
+    return None
 
 
 class CheckpointUploader:
@@ -86,8 +145,9 @@ class CheckpointUploader:
     hooks that call it every epoch cost nothing while the best checkpoint stays the same.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, outbox: Any = None) -> None:
         self.client, self.run_id = client, run_id
+        self.outbox = outbox  # seqbench.run.outbox.Outbox: uploads queue behind the metrics
         self._uploaded: dict[str, tuple[str, int, int]] = {}
 
     @staticmethod
@@ -100,7 +160,10 @@ class CheckpointUploader:
             return
         stamp = self._stamp(path)
         if self._uploaded.get(folder) != stamp:
-            upload_checkpoint(self.client, self.run_id, path, name, folder)
+            if self.outbox is not None:
+                self.outbox.put_artifact(self.run_id, path, name, folder)
+            else:
+                upload_checkpoint(self.client, self.run_id, path, name, folder)
             self._uploaded[folder] = stamp
 
     def upload_last(self, path: Path) -> None:

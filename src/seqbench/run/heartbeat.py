@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 from mlflow import MlflowClient
-from mlflow.entities import Run
+from mlflow.entities import Run, RunTag
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,27 @@ class Heartbeat:
     stop training.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, interval: float) -> None:
+    def __init__(
+        self, client: MlflowClient, run_id: str, interval: float, outbox: Any = None
+    ) -> None:
         self.client, self.run_id, self.interval = client, run_id, float(interval)
+        self.outbox = outbox  # seqbench.run.outbox.Outbox: beats queue, never wait
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
+        if self.outbox is not None:
+            tag = RunTag(HEARTBEAT_TAG, f"{time.time():.0f}")
+            self.outbox.put_batch(self.run_id, tags=[tag], key=HEARTBEAT_TAG)
+            if seconds := self.outbox.outage_seconds():
+                log.warning(
+                    "heartbeat: MLflow tracking server %s unreachable for %.0f s, %d records "
+                    "queued; training continues",
+                    self.outbox.uri,
+                    seconds,
+                    self.outbox.pending(),
+                )
+            return
         try:
             self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
         except Exception as exc:

@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqbench.config.paths import project_root
 from seqbench.launch import cluster, ddp
-from seqbench.run import checkpoints, lineage, plots, resume, tracking
+from seqbench.run import checkpoints, lineage, outbox, plots, resume, tracking
+from seqbench.run.checkpoint_io import AtomicCheckpoints
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, HeartbeatEachEpoch, identity_tags
 from seqbench.run.interrupt import SignalGuard, StopOnSignal
@@ -96,6 +97,7 @@ class RunLifecycle:
         self.ckpt_path: str | None = None  # the checkpoint this launch continues from
         self.logged_steps: dict[str, int] | None = None
         self.uploader: CheckpointUploader | None = None
+        self.outbox: outbox.Outbox | None = None  # a tracking server's records in transit
         self.result: TrainResult | None = None
         self._decision: resume.ResumePlan | None = None
         self._resolved: dict = {}
@@ -206,16 +208,26 @@ class RunLifecycle:
             "data.fingerprint": fingerprint,
         }
         decided = None
-        if self._decision.action == "resume":
-            decided = self._reopen(self._decision, launch_tags, fingerprint)
-        else:
+        try:
+            if self._decision.action == "resume":
+                decided = self._reopen(self._decision, launch_tags, fingerprint)
+            else:
+                self._create(launch_tags)
+        except checkpoints.NoUsableCheckpoint as exc:  # history cannot continue: a fresh run
+            old = self._decision.run.info.run_id
+            log.warning("%s; training this job from the start as a new run", exc)
+            tracking.set_tags(
+                self.client, old, {tracking.FAILURE_REASON_TAG: "no readable checkpoint"}
+            )
+            self.client.set_terminated(old, "FAILED")
             self._create(launch_tags)
         self.ckpt_path = decided or self.cfg.get("ckpt_path")
         ddp.publish_decision(self.cfg.paths.output_root, False, decided)
         ddp.pass_to_children(self.ckpt_path)
-        self.uploader = CheckpointUploader(self.client, self.run_id)
+        self.outbox = outbox.for_run(self.client, self.cfg, self.run_id)
+        self.uploader = CheckpointUploader(self.client, self.run_id, self.outbox)
         interval = float((self.cfg.get("heartbeat") or {}).get("interval", 60))
-        self._heartbeat = Heartbeat(self.client, self.run_id, interval).__enter__()
+        self._heartbeat = Heartbeat(self.client, self.run_id, interval, self.outbox).__enter__()
 
     def _reopen(
         self, decision: resume.ResumePlan, launch_tags: dict[str, str], fingerprint: str
@@ -231,6 +243,7 @@ class RunLifecycle:
             )
         count = int(run.data.tags.get(resume.RESUME_COUNT_TAG, "0")) + 1
         downloads = Path(str(cfg.paths.output_dir)) / "checkpoints" / "downloaded"
+        outbox.deliver_saved(client, outbox.saved_records(cfg.paths.output_root, run_id))
         ckpt = checkpoints.find_checkpoint(client, run, downloads)
         commit = tracking.git_state(project_root()).get("git.commit")
         if commit != run.data.tags.get("git.commit"):
@@ -306,18 +319,25 @@ class RunLifecycle:
             tracking_uri=self.cfg.logger.tracking_uri,
             run_id=self.run_id,
             logged_steps=self.logged_steps,
+            outbox=self.outbox,
         )
 
     def callbacks(self, configured: Sequence[L.Callback]) -> list[L.Callback]:
         """The callbacks the run adds to ``configured`` (which it also wires): each
         ``TrackedCheckpoint`` gets the run's uploader, ``StopOnSignal`` checkpoints and uploads
-        on a signal, ``HeartbeatEachEpoch`` refreshes the heartbeat after every epoch."""
+        on a signal, ``AtomicCheckpoints`` makes every checkpoint write atomic,
+        ``HeartbeatEachEpoch`` refreshes the heartbeat after every epoch."""
         checkpoint_dir = Path(str(self.cfg.paths.output_dir)) / "checkpoints"
         for callback in configured:
             if isinstance(callback, TrackedCheckpoint):
                 callback.uploader = self.uploader
                 checkpoint_dir = Path(callback.dirpath or checkpoint_dir)
-        added: list[L.Callback] = [StopOnSignal(self.guard, checkpoint_dir, self.uploader)]
+        added: list[L.Callback] = [
+            AtomicCheckpoints(),
+            StopOnSignal(self.guard, checkpoint_dir, self.uploader),
+        ]
+        if self.outbox is not None:
+            added.append(outbox.guard(self.outbox, self.cfg, self.run_id, checkpoint_dir))
         if self._heartbeat is not None:
             added.append(HeartbeatEachEpoch(self._heartbeat.beat))
         return added
@@ -333,6 +353,8 @@ class RunLifecycle:
         (a resumed run adds a point instead of a second one at the same step), the confusion
         matrix, the best checkpoint (unless already uploaded) and the run's MLflow model."""
         metrics = outcome.metrics
+        if self.outbox is not None:  # what follows talks to the server directly
+            self.outbox.flush(outbox.limit(self.cfg))
         self.result = TrainResult(self.run_id, metrics)
         if self.run_id is None:
             return self.result
@@ -362,6 +384,12 @@ class RunLifecycle:
             if self._heartbeat is not None:
                 self._heartbeat.__exit__(None, None, None)
                 self._heartbeat = None
+            if self.outbox is not None and not self.outbox.finish(
+                exc,
+                outbox.saved_records(self.cfg.paths.output_root, self.run_id),
+                outbox.limit(self.cfg),
+            ):
+                return  # the server is away: the next launch delivers and marks the run
             if self.run_id is not None:
                 tracking.finish(self.client, self.run_id, exc)
         finally:

@@ -30,6 +30,9 @@ from seqbench.run.interrupt import RunInterrupted
 log = logging.getLogger(__name__)
 
 ERROR_TAG = "seqbench.error"  # why a FAILED or KILLED run ended
+# A short reason for the known failures (an exception's ``failure_reason`` attribute, e.g.
+# "checkpoint write failed"): what a sweep's report can group by; ERROR_TAG has the details.
+FAILURE_REASON_TAG = "seqbench.failure_reason"
 REACHABLE_TIMEOUT = 10.0  # seconds to wait for a tracking server before giving up
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
@@ -71,6 +74,18 @@ def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
             "MLFLOW_TRACKING_URI at a running server, or unset MLFLOW_TRACKING_URI to use the "
             "local store under outputs/mlflow"
         ) from None
+
+
+def server_answers(uri: str, timeout: float = 2.0) -> bool:
+    """Whether an HTTP tracking server answers ``/health`` now (other stores: always)."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return True
+    import requests
+
+    try:
+        return requests.get(uri.rstrip("/") + "/health", timeout=timeout).ok
+    except requests.RequestException:
+        return False
 
 
 def store_lock(uri: str) -> FileLock | None:
@@ -208,6 +223,8 @@ def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) 
     try:
         if exc is not None:
             client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:5000])
+            if reason := getattr(exc, "failure_reason", None):
+                client.set_tag(run_id, FAILURE_REASON_TAG, str(reason))
         client.set_terminated(run_id, status)
     except Exception:  # never mask the original error with a bookkeeping one
         log.exception("could not mark MLflow run %s as %s", run_id, status)
@@ -221,8 +238,15 @@ class RunLogger(MLFlowLogger):
     everything is logged.
     """
 
-    def __init__(self, *args: Any, logged_steps: Mapping[str, int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        logged_steps: Mapping[str, int] | None = None,
+        outbox: Any = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
+        self.outbox = outbox  # seqbench.run.outbox.Outbox: batches wait out server outages
         # A resumed run already holds points up to these steps; an epoch repeated after a kill
         # must not add a second point at the same step (MLflow cannot delete points).
         self.logged_steps = dict(logged_steps or {})
@@ -234,6 +258,13 @@ class RunLogger(MLFlowLogger):
                 return
         super().log_metrics(metrics, step)
 
+    @property
+    def experiment(self) -> Any:
+        """The run's ``MlflowClient``; with an outbox, one whose ``log_batch`` (all Lightning
+        logs through) queues instead of waiting for the server."""
+        client = MLFlowLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        return client if self.outbox is None else _QueuedClient(client, self.outbox)
+
     def finalize(self, status: str = "success") -> None:
         """Leave the run's status alone (``Logger.finalize`` is Lightning's public hook).
 
@@ -241,6 +272,19 @@ class RunLogger(MLFlowLogger):
         after ``fit`` and again after ``test``. ``tests/test_lifecycle.py`` checks on a real
         store that the stock one still ends the run and this one does not.
         """
+
+
+class _QueuedClient:
+    """An ``MlflowClient`` whose ``log_batch`` goes to an outbox; everything else is the client's."""
+
+    def __init__(self, client: MlflowClient, outbox: Any) -> None:
+        self._client, self._outbox = client, outbox
+
+    def log_batch(self, run_id: str, metrics=(), params=(), tags=(), **_: Any) -> None:
+        self._outbox.put_batch(run_id, metrics, params, tags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
