@@ -231,6 +231,9 @@ def log_run_model(
     network as the run's MLflow model. ``+logger.log_model=false`` skips it."""
     if not cfg.logger.get("log_model", True):
         return None
+    if getattr(datamodule, "input_kind", "tokens") == "numeric":
+        log.info("numeric series: no MLflow model is logged yet")
+        return None
     net = task.net
     weights = best_weights(best_path)
     if weights is not None:
