@@ -4,9 +4,9 @@ bundled UCR/UEA data read offline, and the download path against a local HTTP se
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import tempfile
-import io
 import threading
 import zipfile
 from pathlib import Path

@@ -25,7 +25,9 @@ from omegaconf import DictConfig, open_dict
 from seqbench.config.paths import config_dir, register_resolvers
 from seqbench.config.validation import ConfigError, check_config
 from seqbench.data.archive import ArchiveError
+from seqbench.data.series_files import SeriesDataError
 from seqbench.launch import ddp
+from seqbench.models.inputs import InputKindError, adapt_to_data, check_input_kind
 from seqbench.run import resume, tracking
 from seqbench.run.interrupt import RunInterrupted, hand_over
 from seqbench.run.lifecycle import RunLifecycle, TrainResult
@@ -47,6 +49,8 @@ USER_ERRORS = (
     resume.ResumeError,
     ArchiveError,
     NonFiniteLossError,
+    SeriesDataError,
+    InputKindError,
 )
 # Lightning noise that says nothing to a seqbench user: metrics are logged per epoch, not per
 # step, and the pytree deprecation is internal to Lightning.
@@ -117,7 +121,9 @@ def train(cfg: DictConfig) -> TrainResult:
 
 def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The data, read, checked and encoded; ``data.num_classes: null`` becomes the number of
-    classes found, which the model's ``num_classes: ${data.num_classes}`` then follows."""
+    classes found, which the model's ``num_classes: ${data.num_classes}`` then follows; numeric
+    data tells the model its channel count (``seqbench.models.inputs``)."""
+    check_input_kind(cfg)  # before any data is read or cached
     datamodule = instantiate(cfg.data)
     datamodule.sampler_seed = cfg.seed
     datamodule.prepare_data()
@@ -125,6 +131,7 @@ def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     if cfg.data.get("num_classes") is None:
         with open_dict(cfg):
             cfg.data.num_classes = datamodule.num_classes
+    adapt_to_data(cfg, datamodule)
     return datamodule
 
 
