@@ -78,6 +78,7 @@ def train(cfg: DictConfig) -> TrainResult:
     (``seqbench.run.resume``). The metrics include ``val/acc_best`` (what sweeps optimise).
     """
     check_config(cfg)
+    check_input_kind(cfg)  # a text-only model on numeric data (or the reverse): before the store
     origin = _run_origin()
     try:
         with RunLifecycle(cfg) as run:
