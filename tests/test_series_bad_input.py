@@ -13,8 +13,8 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 
-from series_data import toy_series, write_npz
 from seqbench.train import main
+from series_data import toy_series, write_npz
 
 QUIET = [
     "trainer.max_epochs=1",
@@ -136,9 +136,7 @@ ROWS = [
 
 
 @pytest.mark.parametrize("row", ROWS)
-def test_bad_numeric_input_fails_clearly_before_any_run_or_cache(
-    tmp_path, monkeypatch, capfd, row
-):
+def test_bad_numeric_input_fails_clearly_before_any_run_or_cache(tmp_path, monkeypatch, capfd, row):
     files = tmp_path / "files"
     files.mkdir()
     args, expected = _case(row, files)

@@ -231,16 +231,18 @@ def log_run_model(
     network as the run's MLflow model. ``+logger.log_model=false`` skips it."""
     if not cfg.logger.get("log_model", True):
         return None
-    if getattr(datamodule, "input_kind", "tokens") == "numeric":
-        log.info("numeric series: no MLflow model is logged yet")
-        return None
     net = task.net
     weights = best_weights(best_path)
     if weights is not None:
         net.load_state_dict(weights)
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    info = log_model(
-        str(client.tracking_uri), run_id, net, net_config, Preprocessing.from_datamodule(datamodule)
-    )
+    if getattr(datamodule, "input_kind", "tokens") == "numeric":
+        from seqbench.serving.numeric import NumericPreprocessing, log_series_model
+
+        prep = NumericPreprocessing.from_datamodule(datamodule)
+        info = log_series_model(str(client.tracking_uri), run_id, net, net_config, prep)
+    else:
+        prep = Preprocessing.from_datamodule(datamodule)
+        info = log_model(str(client.tracking_uri), run_id, net, net_config, prep)
     log.info("logged MLflow model %s (runs:/%s/%s)", info.model_id, run_id, MODEL_NAME)
     return info
