@@ -64,7 +64,7 @@ class SeriesDataModule(SequenceDataModule):
     def __init__(
         self,
         cache_dir: str,
-        normalize: str = "series",
+        normalize: str = "channel",
         vocab_size: int | None = None,
         input_kind: str = "numeric",
         **kwargs,
