@@ -73,7 +73,7 @@ class ConvBlock(nn.Module):
     def __init__(self, inputs: int, filters: int, kernel: int, squeeze_excite: bool) -> None:
         super().__init__()
         self.conv = nn.Conv1d(inputs, filters, kernel, padding="same")
-        self.norm = MaskedBatchNorm1d(filters, eps=1e-3, momentum=0.01)
+        self.norm = MaskedBatchNorm1d(filters, eps=1e-3)  # torch momentum 0.1: short schedules
         self.se = SqueezeExcite(filters) if squeeze_excite else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ The bundle is the text model's (``seqbench.serving.inference.save_bundle``: ``we
 ``net.yaml``, ``preprocessing.json``), with numeric preprocessing: channel count, the fitted
 normalisation (``seqbench.data.series_prep.Normalizer``) and label names. A series is trimmed,
 normalised and imputed exactly as training did, and batches are padded after each series, so
-a score never depends on the other series in its batch. The pyfunc model accepts JSON arrays:
+a score never depends on the other series in its batch. The pyfunc model
+(``seqbench.serving.mlflow_model.SeqbenchSeriesClassifier``) accepts JSON arrays:
 a list of series (each ``[channels][length]``, or ``[length]`` for one channel), an array
 ``[n, channels, length]``, ``{"series": [...]}`` or a DataFrame with a ``series`` column.
 """
@@ -12,13 +13,11 @@ a list of series (each ``[channels][length]``, or ``[length]`` for one channel),
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -166,62 +165,6 @@ class NumericPredictor:
         frame.insert(0, LABEL_COLUMN, names[probs.argmax(axis=1)] if len(prepared) else [])
         frame[STEPS_COLUMN] = lengths
         return frame
-
-
-class SeqbenchSeriesClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around ``NumericPredictor``; accepts JSON arrays (``series_from_input``)."""
-
-    predictor: NumericPredictor
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from seqbench.serving.mlflow_model import BUNDLE_ARTIFACT
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = NumericPredictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
-
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 - any JSON shape
-        """Label and class probabilities per series."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            series = series_from_input(model_input)
-            return self.predictor.predict(series)
-        except InputError as exc:
-            raise MlflowException.invalid_parameter_value(str(exc)) from None
-
-
-def log_series_model(
-    tracking_uri: str, run_id: str, net: nn.Module, net_config: dict, prep: NumericPreprocessing
-) -> Any:
-    """Log the numeric pyfunc model named ``model`` to ``run_id`` (as the text model is logged:
-    a logged model linked to the run, code from ``pyfunc_series_entry.py``, nothing pickled)."""
-    from mlflow import MlflowClient
-    from mlflow.models import Model
-
-    from seqbench.serving.inference import save_bundle
-    from seqbench.serving.mlflow_model import BUNDLE_ARTIFACT, MODEL_NAME, requirements, use_store
-
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(run_id)
-    logged = client.create_logged_model(
-        run.info.experiment_id,
-        name=MODEL_NAME,
-        source_run_id=run_id,
-        params=dict(run.data.params),
-        tags={"seqbench.labels": ",".join(prep.labels), "seqbench.input_kind": "numeric"},
-    )
-    with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp:
-        bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)  # type: ignore[arg-type]
-        return Model.log(
-            artifact_path=None,
-            name=MODEL_NAME,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            model_id=logged.model_id,
-            python_model=str(Path(__file__).with_name("pyfunc_series_entry.py")),
-            artifacts={BUNDLE_ARTIFACT: str(bundle)},
-            pip_requirements=requirements(),
-        )
 
 
 def read_series_input(path: str, stdin_text: str | None = None) -> list[np.ndarray]:

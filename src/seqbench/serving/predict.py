@@ -164,7 +164,8 @@ def load_predictor(model: str, tracking_uri: str, device: str, batch_size: int =
     except OSError as exc:
         raise PredictError(f"cannot load model {uri}: {exc}") from None
     inner = loaded.unwrap_python_model()
-    from seqbench.serving.numeric import NumericPredictor, SeqbenchSeriesClassifier
+    from seqbench.serving.mlflow_model import SeqbenchSeriesClassifier
+    from seqbench.serving.numeric import NumericPredictor
 
     if isinstance(inner, SeqbenchSeriesClassifier):  # numeric series: no batch slicing
         return NumericPredictor(inner.predictor.net, inner.predictor.prep, device)  # type: ignore[return-value]

@@ -3,6 +3,6 @@
 
 from mlflow.models import set_model
 
-from seqbench.serving.numeric import SeqbenchSeriesClassifier  # the stable loader path
+from seqbench.serving.mlflow_model import SeqbenchSeriesClassifier  # the stable loader path
 
 set_model(SeqbenchSeriesClassifier())
