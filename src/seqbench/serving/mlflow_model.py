@@ -229,7 +229,14 @@ class SeqbenchSeriesClassifier(mlflow.pyfunc.PythonModel):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = NumericPredictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 - any JSON shape
+    # Annotated pd.DataFrame as the text model is (no MLflow conversion or warning); any JSON
+    # shape is accepted all the same (series_from_input).
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
         """Label and class probabilities per series."""
         try:
             series = series_from_input(model_input)
