@@ -28,7 +28,9 @@ from omegaconf import DictConfig, open_dict
 from seqbench.config.paths import config_dir, register_resolvers
 from seqbench.config.validation import ConfigError, check_config
 from seqbench.data.archive import ArchiveError
+from seqbench.data.series_files import SeriesDataError
 from seqbench.launch import ddp
+from seqbench.models.inputs import InputKindError, adapt_to_data, check_input_kind
 from seqbench.run import resume, tracking
 from seqbench.run.checkpoint_io import CheckpointWriteError
 from seqbench.run.interrupt import RunInterrupted, hand_over
@@ -60,6 +62,8 @@ USER_ERRORS = (
     resume.ResumeError,
     ArchiveError,
     NonFiniteLossError,
+    SeriesDataError,
+    InputKindError,
 )
 # The user errors that come from one job's own values (a model setting its class refuses, a
 # learning rate that overflows): inside a multirun only that job fails and the sweep goes on.
@@ -108,6 +112,7 @@ def train(cfg: DictConfig) -> TrainResult:
     (``seqbench.run.resume``). The metrics include ``val/acc_best`` (what sweeps optimise).
     """
     check_config(cfg)
+    check_input_kind(cfg)  # a text-only model on numeric data (or the reverse): before the store
     check_model(cfg)  # a value the model refuses: one message, before anything is written
     origin = _run_origin()
     try:
@@ -155,7 +160,9 @@ def train(cfg: DictConfig) -> TrainResult:
 
 def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The data, read, checked and encoded; ``data.num_classes: null`` becomes the number of
-    classes found, which the model's ``num_classes: ${data.num_classes}`` then follows."""
+    classes found, which the model's ``num_classes: ${data.num_classes}`` then follows; numeric
+    data tells the model its channel count (``seqbench.models.inputs``)."""
+    check_input_kind(cfg)  # before any data is read or cached
     datamodule = instantiate(cfg.data)
     datamodule.sampler_seed = cfg.seed
     datamodule.prepare_data()
@@ -163,6 +170,7 @@ def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     if cfg.data.get("num_classes") is None:
         with open_dict(cfg):
             cfg.data.num_classes = datamodule.num_classes
+    adapt_to_data(cfg, datamodule)
     return datamodule
 
 

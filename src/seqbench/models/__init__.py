@@ -5,6 +5,7 @@ They know nothing of training; ``seqbench.training.task`` owns the loss, metrics
 
 from seqbench.models.classifier import SequenceClassifier
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
+from seqbench.models.fcn import LSTMFCNEncoder
 from seqbench.models.init import INIT_SCHEMES, keras_init
 from seqbench.models.pooled import PooledRNNEncoder
 from seqbench.models.recurrent import KerasLSTM
@@ -14,6 +15,7 @@ __all__ = [
     "LSTMEncoder",
     "ConvLSTMEncoder",
     "PooledRNNEncoder",
+    "LSTMFCNEncoder",
     "KerasLSTM",
     "keras_init",
     "INIT_SCHEMES",

@@ -7,6 +7,7 @@ from torch import nn
 
 from seqbench.data.text import SIDES
 from seqbench.models.arguments import check_choice, check_probability
+from seqbench.models.inputs import input_layer
 from seqbench.models.randomness import Dropout
 from seqbench.models.recurrent import RecurrentLayer, padding_mask
 
@@ -21,11 +22,13 @@ class LSTMEncoder(nn.Module):
     Covers the seeds' simple, dropout, recurrent-dropout, bidirectional and stacked LSTMs:
     ``embedding_dropout`` is a Dropout layer after the embedding; ``dropout`` and
     ``recurrent_dropout`` are Keras's LSTM-internal input and state dropout.
+    ``input_channels`` (numeric series): a Linear projection of the channels replaces the
+    embedding (``seqbench.models.inputs``).
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None,
         embedding_dim: int = 32,
         hidden_size: int | list[int] = 100,
         bidirectional: bool = False,
@@ -33,6 +36,7 @@ class LSTMEncoder(nn.Module):
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         padding: str = "post",
+        input_channels: int | None = None,
     ) -> None:
         super().__init__()
         _check_padding(padding)
@@ -41,7 +45,7 @@ class LSTMEncoder(nn.Module):
         if not sizes:
             raise ValueError("hidden_size needs at least one layer")
         self.padding = padding
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
         self.embedding_dropout = Dropout(embedding_dropout)
         layers, width = [], embedding_dim
         for size in sizes:
@@ -71,7 +75,7 @@ class ConvLSTMEncoder(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None,
         embedding_dim: int = 32,
         filters: int = 32,
         kernel_size: int = 3,
@@ -80,12 +84,13 @@ class ConvLSTMEncoder(nn.Module):
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
         padding: str = "post",
+        input_channels: int | None = None,
     ) -> None:
         super().__init__()
         _check_padding(padding)
         self.padding = padding
         self.pool_size = pool_size
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
         self.conv = nn.Conv1d(embedding_dim, filters, kernel_size, padding="same")
         self.pool = nn.MaxPool1d(pool_size, ceil_mode=True)
         self.recurrent = RecurrentLayer(filters, hidden_size, False, dropout, recurrent_dropout)

@@ -22,6 +22,7 @@ from torch import nn
 
 from seqbench.models.arguments import check_at_least, check_choice, check_probability
 from seqbench.models.encoders import _check_padding
+from seqbench.models.inputs import input_layer
 from seqbench.models.ngrams import HashedNgramBag
 from seqbench.models.randomness import BranchDropout, Dropout
 from seqbench.models.recurrent import padding_mask, reverse_padded
@@ -69,11 +70,13 @@ class PooledRNNEncoder(nn.Module):
     between stacked recurrent layers. ``ngram_buckets > 0`` appends a ``HashedNgramBag`` of
     ``ngram_dim`` (words and bigrams hashed into that many buckets) to the pooled vector;
     ``branch_dropout`` then drops the whole recurrent or bag vector for that share of the
-    training examples (``BranchDropout``), so that neither branch leaves the other idle."""
+    training examples (``BranchDropout``), so that neither branch leaves the other idle.
+    ``input_channels`` (numeric series): a Linear projection replaces the embedding; the bag
+    of words needs tokens and is refused then."""
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None,
         embedding_dim: int = 64,
         hidden_size: int = 64,
         num_layers: int = 1,
@@ -87,8 +90,14 @@ class PooledRNNEncoder(nn.Module):
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
         branch_dropout: float = 0.0,
+        input_channels: int | None = None,
     ) -> None:
         super().__init__()
+        if ngram_buckets and input_channels:
+            raise ValueError(
+                "ngram_buckets > 0 (a bag of words and bigrams) needs token input; numeric "
+                "series have none: use model=bilstm_pool or bigru_pool"
+            )
         _check_padding(padding)
         check_choice("pooling", pooling, POOLINGS)
         check_choice("cell", cell, CELLS)
@@ -101,7 +110,7 @@ class PooledRNNEncoder(nn.Module):
             check_probability(name, p)
         self.padding = padding
         self.pooling = pooling
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
         self.embedding_dropout = Dropout(embedding_dropout)
         self.conv = (
             nn.Conv1d(embedding_dim, conv_filters, conv_kernel_size, padding="same")

@@ -41,6 +41,7 @@ from seqbench.serving.inference import (
     check_texts,
     save_bundle,
 )
+from seqbench.serving.numeric import NumericPredictor, NumericPreprocessing, series_from_input
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,63 @@ def log_model(
         )
 
 
+class SeqbenchSeriesClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper around ``NumericPredictor``; accepts JSON arrays (``series_from_input``)."""
+
+    predictor: NumericPredictor
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.predictor = NumericPredictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
+
+    # Annotated pd.DataFrame as the text model is (no MLflow conversion or warning); any JSON
+    # shape is accepted all the same (series_from_input).
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Label and class probabilities per series."""
+        try:
+            series = series_from_input(model_input)
+            return self.predictor.predict(series)
+        except InputError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+
+
+def log_series_model(
+    tracking_uri: str,
+    run_id: str,
+    net: torch.nn.Module,
+    net_config: dict,
+    prep: NumericPreprocessing,
+) -> Any:
+    """Log the numeric pyfunc model named ``model`` to ``run_id`` (as the text model is logged:
+    a logged model linked to the run, code from ``pyfunc_series_entry.py``, nothing pickled)."""
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id,
+        name=MODEL_NAME,
+        source_run_id=run_id,
+        params=dict(run.data.params),
+        tags={"seqbench.labels": ",".join(prep.labels), "seqbench.input_kind": "numeric"},
+    )
+    with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp:
+        bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)  # type: ignore[arg-type]
+        return Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            python_model=str(Path(__file__).with_name("pyfunc_series_entry.py")),
+            artifacts={BUNDLE_ARTIFACT: str(bundle)},
+            pip_requirements=requirements(),
+        )
+
+
 def log_run_model(
     client: MlflowClient,
     run_id: str,
@@ -236,8 +294,11 @@ def log_run_model(
     if weights is not None:
         net.load_state_dict(weights)
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    info = log_model(
-        str(client.tracking_uri), run_id, net, net_config, Preprocessing.from_datamodule(datamodule)
-    )
+    if getattr(datamodule, "input_kind", "tokens") == "numeric":
+        prep = NumericPreprocessing.from_datamodule(datamodule)
+        info = log_series_model(str(client.tracking_uri), run_id, net, net_config, prep)
+    else:
+        prep = Preprocessing.from_datamodule(datamodule)
+        info = log_model(str(client.tracking_uri), run_id, net, net_config, prep)
     log.info("logged MLflow model %s (runs:/%s/%s)", info.model_id, run_id, MODEL_NAME)
     return info

@@ -40,6 +40,7 @@ from seqbench.training.parallel import BatchSplitter
 EXIT_USAGE = 2
 PROGRESS_FROM = 1000  # texts; smaller inputs finish before a bar would say anything
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+SERIES_FILES = (".npy", ".npz", ".ts", ".arff")
 
 
 class PredictError(Exception):
@@ -163,6 +164,11 @@ def load_predictor(model: str, tracking_uri: str, device: str, batch_size: int =
     except OSError as exc:
         raise PredictError(f"cannot load model {uri}: {exc}") from None
     inner = loaded.unwrap_python_model()
+    from seqbench.serving.mlflow_model import SeqbenchSeriesClassifier
+    from seqbench.serving.numeric import NumericPredictor
+
+    if isinstance(inner, SeqbenchSeriesClassifier):  # numeric series: no batch slicing
+        return NumericPredictor(inner.predictor.net, inner.predictor.prep, device)  # type: ignore[return-value]
     if not isinstance(inner, SeqbenchTextClassifier):
         raise PredictError(f"{uri} is not a seqbench text model ({type(inner).__name__})")
     if device == "cuda":
@@ -254,6 +260,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--column", help="score this column of --file, read as CSV (or JSON lines: .jsonl)"
     )
+    parser.add_argument(
+        "--series",
+        action="store_true",
+        help="--file holds numeric series: JSON arrays (.json, or - for stdin); implied by "
+        ".npy, .npz, .ts and .arff files",
+    )
     parser.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -269,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: 0 on success, 2 with a one-line message for user errors."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = parse_args(argv)
+    if args.file and (args.series or args.file.endswith(SERIES_FILES)):
+        return _main_series(args)
     try:
         if args.batch_size < 1:
             raise PredictError(f"--batch-size must be positive, got {args.batch_size}")
@@ -303,6 +317,38 @@ def _predict_with_progress(predictor: Predictor, texts: list[str], batch_size: i
         disable=len(texts) < PROGRESS_FROM,
     ) as bar:
         return predictor.predict(texts, batch_size=batch_size, progress=bar.update)
+
+
+def _main_series(args: argparse.Namespace) -> int:
+    """Numeric series from ``--file``, scored by a numeric model (``seqbench.serving.numeric``)."""
+    from seqbench.serving.numeric import NumericPredictor, read_series_input
+
+    try:
+        predictor = load_predictor(
+            args.model, args.tracking_uri or default_tracking_uri(), args.device
+        )
+        if not isinstance(predictor, NumericPredictor):
+            raise PredictError(f"{args.model} is a text model; numeric series need a numeric one")
+        stdin = sys.stdin.read() if args.file == "-" else None
+        frame = predictor.predict(read_series_input(args.file, stdin), args.batch_size)
+    except (PredictError, InputError) as exc:
+        print(f"seqbench-predict: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.format == "jsonl":
+        probs = frame[[c for c in frame.columns if c.startswith(PROB_PREFIX)]].to_numpy()
+        for label, row, steps in zip(
+            frame[LABEL_COLUMN], probs.tolist(), frame["steps"], strict=True
+        ):
+            record = {
+                "label": label,
+                "probabilities": dict(zip(predictor.labels, row, strict=True)),
+            }
+            print(json.dumps(record | {"steps": int(steps)}, ensure_ascii=False))
+    elif args.format == "csv":
+        frame.to_csv(sys.stdout, index=False, lineterminator="\n", float_format="%.6f")
+    else:
+        print(frame.to_markdown(index=False, floatfmt=".4f"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1S
 from seqbench.config.validation import ConfigError
 from seqbench.models.arguments import ModelArgumentError
 from seqbench.models.classifier import count_trainable
+from seqbench.models.inputs import data_input_kind
 from seqbench.training.parallel import BatchSplitter
 
 SPLITS = ("train", "val", "test")
@@ -255,10 +256,14 @@ def check_model(cfg: DictConfig) -> None:
     """Build the task once from a copy of ``cfg``, before any data, cache or run exists, so a
     value the model refuses costs one ``ConfigError`` and nothing else. The random state is
     left untouched (the real build, later, draws the same initial weights); a ``data.num_classes``
-    the data has not filled in yet is taken as 2 for the check."""
+    the data has not filled in yet is taken as 2 for the check, and numeric data's channel
+    count (``seqbench.models.inputs.adapt_to_data``) as 1."""
     probe = copy.deepcopy(cfg)
     with open_dict(probe):
         if probe.get("data") is not None and probe.data.get("num_classes") is None:
             probe.data.num_classes = 2
+        encoder = OmegaConf.select(probe, "model.net.encoder")
+        if data_input_kind(probe) == "numeric" and encoder is not None:
+            encoder.input_channels = encoder.get("input_channels") or 1
     with torch.random.fork_rng(devices=[]):
         build_task(probe)
