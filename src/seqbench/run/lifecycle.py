@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.config.paths import project_root
+from seqbench.config.store import redact_config, redact_uri
 from seqbench.launch import cluster, ddp
 from seqbench.run import checkpoints, lineage, plots, resume, tracking
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
@@ -131,8 +132,9 @@ class RunLifecycle:
         resume), False to skip (``self.result`` then holds the earlier run's result)."""
         if not self.tracks:
             return self._follow_rank_zero()
-        self._resolved = OmegaConf.to_container(self.cfg, resolve=True)
-        self._key = job_key(self._resolved)
+        resolved = OmegaConf.to_container(self.cfg, resolve=True)
+        self._key = job_key(resolved)  # logger.* is no result key: the same with or without secrets
+        self._resolved = redact_config(resolved)  # what the run records: no credentials
         stale_after = float(
             (self.cfg.get("heartbeat") or {}).get("stale_after", DEFAULT_STALE_AFTER)
         )
@@ -287,7 +289,7 @@ class RunLifecycle:
             cfg.logger.run_name,
             self.run_id,
             cfg.logger.experiment_name,
-            cfg.logger.tracking_uri,
+            redact_uri(str(cfg.logger.tracking_uri)),
         )
 
     def record_inputs(self, datamodule: Any, trainable_params: int) -> None:
