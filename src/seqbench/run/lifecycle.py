@@ -30,6 +30,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.config.paths import project_root
@@ -280,7 +281,17 @@ class RunLifecycle:
             **launch_tags,
             **{str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()},
         }
-        run = client.create_run(self.experiment_id, run_name=cfg.logger.run_name, tags=tags)
+        try:
+            run = client.create_run(self.experiment_id, run_name=cfg.logger.run_name, tags=tags)
+        except MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            raise tracking.TrackingAccessDenied(
+                f"the MLflow tracking server at {redact_uri(str(cfg.logger.tracking_uri))} lets "
+                f"this user read experiment {cfg.logger.experiment_name!r} but not log runs in it "
+                "(403): ask its admin to make you a writer (python -m seqbench.config.team_users "
+                "set-role USER --role writer; docs/team-server.md)"
+            ) from None
         self.run_id = run.info.run_id
         tracking.log_params(client, self.run_id, self._resolved)
         client.log_text(self.run_id, OmegaConf.to_yaml(self._resolved), "config/config.yaml")
