@@ -11,6 +11,8 @@
 #   MLFLOW_AUTH_ADMIN_USERNAME (admin). AUTH_DEFAULT_PERMISSION (READ): what every signed-in
 #     user may do with experiments nobody granted them (docs/security.md says why READ).
 #   MLFLOW_AUTH_DATABASE_URI: users and permissions; default the tracking store's own database.
+#   AUTH_CACHE_TTL (30): seconds a worker trusts a checked password (each check costs ~0.5 s of
+#     CPU, and every request carries one); a changed or deleted password lapses within it.
 #   MLFLOW_FLASK_SERVER_SECRET_KEY, else $SERVER_DIR/flask-secret-key (created once, mode 0600).
 #   AUTH=off: no authentication at all (a single-user laptop); prints a warning.
 # Network: HOST (default 0.0.0.0), PORT (5000), WORKERS (4); SERVER_NAME=name[,name...]: the
@@ -75,6 +77,7 @@ default_permission = ${AUTH_DEFAULT_PERMISSION:-READ}
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:-$MLFLOW_BACKEND_STORE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${AUTH_CACHE_TTL:-30}
 INI
   )
   chmod 600 "$auth_ini"

@@ -39,18 +39,20 @@ def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
         return
     import requests
     from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
 
     shown = redact_uri(uri)
+    creds = get_default_host_creds(uri)  # what MLflow's client sends (rest_utils.http_request)
+    auth = (creds.username, creds.password) if creds.username and creds.password else None
+    headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
     try:
-        response = http_request(
-            get_default_host_creds(uri),
-            _PROBE,
-            "POST",
-            max_retries=0,
-            timeout=timeout,
-            raise_on_status=False,
+        response = requests.post(
+            uri.rstrip("/") + _PROBE,
             json={"max_results": 1},
+            auth=auth,
+            headers=headers,
+            verify=creds.server_cert_path or not creds.ignore_tls_verification,
+            cert=creds.client_cert_path,
+            timeout=(timeout / 2, timeout),
         )
     except requests.exceptions.SSLError:
         raise TrackingUnreachable(

@@ -78,8 +78,12 @@ class RedactHydraFiles(Callback):
     sweep's ``multirun.yaml``) before the job runs: outputs are shared, passwords are not."""
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        runtime = config.hydra.runtime
-        files = list((Path(runtime.output_dir) / config.hydra.output_subdir).glob("*.yaml"))
+        subdir = config.hydra.output_subdir  # null: Hydra saved nothing
+        files = (
+            []
+            if subdir is None
+            else [*(Path(config.hydra.runtime.output_dir) / subdir).glob("*.yaml")]
+        )
         if config.hydra.mode == RunMode.MULTIRUN:
             files.append(Path(config.hydra.sweep.dir) / "multirun.yaml")
         for path in files:
