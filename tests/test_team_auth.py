@@ -340,7 +340,7 @@ def test_a_writer_logs_a_run_and_a_client_without_the_ca_is_refused(server, trai
     # Without the server's CA: one line naming the setting, before any folder is created.
     env = _env(tmp_path, server, "walt")
     env.pop("MLFLOW_TRACKING_SERVER_CERT_PATH")
-    refused = _train([*TINY, "logger.experiment_name=team"], tmp_path, env, timeout=60)
+    refused = _train([*TINY, "logger.experiment_name=team"], tmp_path, env, timeout=180)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "presents a certificate this machine does not trust" in refused.stderr
     assert (
@@ -363,9 +363,10 @@ def test_wrong_password_fails_fast_with_one_line_and_leaves_nothing(server, tmp_
 
     env = _env(tmp_path, server, "walt", password="not-his-password")
     start = time.monotonic()
-    done = _train([*TINY, "logger.experiment_name=team"], tmp_path, env, timeout=120)
-    # Imports included: 6 s on an idle machine, 40 s on 2 cores shared with 15 busy processes.
-    assert time.monotonic() - start < 60
+    done = _train([*TINY, "logger.experiment_name=team"], tmp_path, env, timeout=180)
+    # Imports included, which take 40-70 s on 2 cores shared with 15 busy processes; MLflow's
+    # own retries would take 255 s (docs/bad-input.md). The check above is what is bounded.
+    assert time.monotonic() - start < 150
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, done.stderr
@@ -404,8 +405,9 @@ def test_a_reader_builds_the_table_but_cannot_log_a_run(server, trained, tmp_pat
     # seed=2: not walt's job (that one would be skipped as finished, which needs no write)
     done = _train([*TINY, "seed=2", "logger.experiment_name=team"], tmp_path, env)
     assert done.returncode == 2, done.stderr[-3000:]
-    assert "lets this user read experiment 'team' but not log runs in it (403)" in done.stderr
-    assert "Traceback" not in done.stderr
+    output = done.stdout + done.stderr
+    assert "lets this user read experiment 'team' but not log runs in it (403)" in output
+    assert "Traceback" not in output
     assert len(walt.search_runs([experiment])) == runs_before  # nothing written
 
 
@@ -477,4 +479,4 @@ def test_no_secret_reaches_the_store_the_artifacts_or_the_logs(server, trained, 
                 texts[str(path)] = path.read_bytes().decode("latin-1")
     assert any(".hydra" in name for name in texts) and any("config.yaml" in n for n in texts)
     found = [(name, s) for name, text in texts.items() for s in secrets if s in text]
-    assert found == []
+    assert found == [], found

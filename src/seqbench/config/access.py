@@ -11,6 +11,7 @@ the client's own requests will.
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlparse
 
 from seqbench.config.store import redact_uri
@@ -37,6 +38,10 @@ def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
     """
     if urlparse(uri).scheme not in ("http", "https"):
         return
+    if urlparse(uri).username or urlparse(uri).password:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." when a run ends: not with a
+        # password in it (docs/security.md).
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     import requests
     from mlflow.utils.credentials import get_default_host_creds
 
