@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from seqbench.config.store import redact_uri
 
 REACHABLE_TIMEOUT = 10.0  # seconds to wait for a tracking server before giving up
+SIGN_IN_TIMEOUT = 60.0  # the signed-in probe reads the store: a cold server may be slow
 _PROBE = "/api/2.0/mlflow/experiments/search"  # any signed-in user may call it (READ or not)
 _CREDENTIALS = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
 
@@ -49,15 +50,21 @@ def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
     creds = get_default_host_creds(uri)  # what MLflow's client sends (rest_utils.http_request)
     auth = (creds.username, creds.password) if creds.username and creds.password else None
     headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
+    kwargs = {
+        "auth": auth,
+        "headers": headers,
+        "verify": creds.server_cert_path or not creds.ignore_tls_verification,
+        "cert": creds.client_cert_path,
+    }
     try:
+        # Alive? /health needs no sign-in and no database: bounded by ``timeout``.
+        requests.get(uri.rstrip("/") + "/health", timeout=(timeout / 2, timeout), **kwargs)
+        # Let in? A 401 comes back at once; a cold worker's first query may take a while.
         response = requests.post(
             uri.rstrip("/") + _PROBE,
             json={"max_results": 1},
-            auth=auth,
-            headers=headers,
-            verify=creds.server_cert_path or not creds.ignore_tls_verification,
-            cert=creds.client_cert_path,
-            timeout=(timeout / 2, timeout),
+            timeout=(timeout / 2, SIGN_IN_TIMEOUT),
+            **kwargs,
         )
     except requests.exceptions.SSLError:
         raise TrackingUnreachable(
