@@ -35,9 +35,9 @@ help:
 	@echo "make test       install (if needed) and run lint + the test suite"
 	@echo "make reproduce  the IMDB comparison: 6 architectures x 3 seeds, then the table"
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
-	@echo "make serve      serve a model: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001"
+	@echo "make serve      serve a model on 127.0.0.1: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001 HOST=127.0.0.1"
 	@echo "make bench      speed benchmark: seqbench vs plain PyTorch vs the Keras seed (SEEDS=1,2,3)"
-	@echo "make tracking-server  team MLflow tracking server on PostgreSQL, proxied artifacts (docs/team-server.md)"
+	@echo "make tracking-server  team MLflow tracking server: PostgreSQL, proxied artifacts, sign-in (docs/team-server.md)"
 
 install: $(STAMP)
 
@@ -90,7 +90,9 @@ reproduce: install
 	$(BIN)/seqbench-train -m experiment=paper_table $(if $(IMDB_ARCHIVE),data.archive=$(IMDB_ARCHIVE),)
 	$(BIN)/seqbench-report --experiment imdb --latest-sweep --reference conf/reference/published.yaml
 
-# The team tracking server (docs/team-server.md): PostgreSQL backend store, proxied artifacts.
+# The team tracking server (docs/team-server.md): PostgreSQL backend store, proxied artifacts,
+# sign-in required (MLFLOW_AUTH_ADMIN_PASSWORD or MLFLOW_AUTH_ADMIN_PASSWORD_FILE; AUTH=off opts
+# out), HTTPS with TLS_CERT= TLS_KEY=, SERVER_NAME= for the host names clients use.
 tracking-server: install
 	PORT=$(PORT) scripts/team_server.sh
 
@@ -100,11 +102,13 @@ ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
 # MLflow starts the scoring server as `exec uvicorn ...`, so the venv's bin/ must be on PATH.
+# Private by default: 127.0.0.1 unless HOST= is given on the command line (docs/security.md).
 SERVE_PORT = $(if $(filter command line,$(origin PORT)),$(PORT),5001)
+SERVE_HOST = $(if $(filter command line,$(origin HOST)),$(HOST),127.0.0.1)
 serve: install
 	@test -n "$(MODEL)" || { echo "usage: make serve MODEL=models:/NAME@champion [PORT=5001]"; exit 2; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(MLFLOW_DB)} \
-	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 # TensorFlow/Keras for the side-by-side benchmark only, in its own environment (never a
 # seqbench dependency). About 1.6 GB.

@@ -66,6 +66,7 @@ def team_server():
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "WORKERS": "2",
+            "AUTH": "off",  # the store and the proxy; tests/test_team_auth.py tests the sign-in
             "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
         }
         with open(log, "w") as out:

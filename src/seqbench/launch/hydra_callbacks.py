@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from seqbench.config.access import TrackingUnreachable, check_reachable
+from seqbench.config.store import redact_text
 from seqbench.config.validation import check_folders
 from seqbench.run import tracking
 
@@ -47,3 +51,43 @@ class PrepareTrackingStore(Callback):
             )
         except Exception as exc:  # the jobs will report a real problem themselves, with context
             log.warning("could not prepare the MLflow store before the sweep: %s", exc)
+
+
+class CheckTrackingServer(Callback):
+    """Refuse a tracking server that does not answer, does not trust us or rejects our
+    credentials with one line and exit status 2, before Hydra creates a run or sweep folder and
+    before any data is prepared (``seqbench.config.access``)."""
+
+    def _check(self, config: DictConfig) -> None:
+        try:
+            check_reachable(str(config.logger.tracking_uri))
+        except TrackingUnreachable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+
+class RedactHydraFiles(Callback):
+    """Remove the credentials of any URI given on the command line (``logger.tracking_uri=
+    https://user:pw@host``) from the files Hydra saved of this job (``.hydra/*.yaml``, the
+    sweep's ``multirun.yaml``) before the job runs: outputs are shared, passwords are not."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        subdir = config.hydra.output_subdir  # null: Hydra saved nothing
+        files = (
+            []
+            if subdir is None
+            else [*(Path(config.hydra.runtime.output_dir) / subdir).glob("*.yaml")]
+        )
+        if config.hydra.mode == RunMode.MULTIRUN:
+            files.append(Path(config.hydra.sweep.dir) / "multirun.yaml")
+        for path in files:
+            if path.is_file():
+                text = path.read_text(encoding="utf-8")
+                if (clean := redact_text(text)) != text:
+                    path.write_text(clean, encoding="utf-8")

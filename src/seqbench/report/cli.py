@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
+from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri, redact_text
 from seqbench.report import registry
 from seqbench.report.core import DEFAULT_GROUP_BY, DEFAULT_METRIC, Reference, ReportError
 from seqbench.report.datasets import build_datasets_table, default_name
@@ -152,18 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown, end="", flush=True)
         print(f"seqbench-report: wrote {', '.join(files)} to {out}", file=sys.stderr)
         if not args.no_summary_run:
-            run_id = log_summary_run(client, report, files, markdown)
-            print(
-                f"seqbench-report: summary run report-{report.sweep_id or 'all'} ({run_id}) in "
-                f"experiment {report.experiment!r}",
-                file=sys.stderr,
-            )
+            _summary_run(client, report, files, markdown)
         registry.after_report(client, report, args.register, files["table.md"])
     except ReportError as exc:
         print(f"seqbench-report: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except MlflowException as exc:
-        print(f"seqbench-report: error: MLflow: {exc.message}", file=sys.stderr)
+        print(f"seqbench-report: error: MLflow: {redact_text(exc.message)}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 
@@ -218,6 +213,28 @@ def _main_datasets(args: argparse.Namespace) -> int:
     print(files["table.md"].read_text(encoding="utf-8"), end="", flush=True)
     print(f"seqbench-report: wrote {', '.join(files)} to {out}", file=sys.stderr)
     return 0
+
+
+def _summary_run(client, report, files: dict[str, Path], markdown: str) -> None:
+    """Log the summary run; a reader of a team server (no EDIT permission on the experiment)
+    still gets the table, with a note instead of the run (nothing is written)."""
+    try:
+        run_id = log_summary_run(client, report, files, markdown)
+    except MlflowException as exc:
+        if exc.error_code != "PERMISSION_DENIED":
+            raise
+        print(
+            f"seqbench-report: note: no summary run: this user may read experiment "
+            f"{report.experiment!r} but not write to it (ask the server's admin for EDIT, or pass "
+            "--no-summary-run)",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"seqbench-report: summary run report-{report.sweep_id or 'all'} ({run_id}) in "
+        f"experiment {report.experiment!r}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

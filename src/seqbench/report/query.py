@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 from mlflow import MlflowClient
 
+from seqbench.config.store import redact_uri
 from seqbench.report.aggregation import aggregate, parse_group_by
 from seqbench.report.core import DEFAULT_METRIC, Report, ReportError, row_label
 from seqbench.report.records import collect
@@ -70,7 +71,7 @@ def build_table(
     return Report(
         experiment=experiment,
         experiment_id=exp_id,
-        tracking_uri=str(client.tracking_uri),
+        tracking_uri=redact_uri(str(client.tracking_uri)),  # printed and logged: no secret
         sweep_id=sweep_id,
         filter_string=filter_string or None,
         group_by=keys,

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from seqbench.config.store import sqlite_path
+from seqbench.config.store import redact_uri, sqlite_path
 from seqbench.report.core import ReportError
 
 CHAMPION = "champion"
@@ -40,7 +40,7 @@ class RegistryError(Exception):
 def ui_base(tracking_uri: str, port: int = 5000) -> str:
     """Where a browser finds the UI: the tracking server itself, else ``make ui``'s address."""
     if urlparse(tracking_uri).scheme in ("http", "https"):
-        return tracking_uri.rstrip("/")
+        return redact_uri(tracking_uri).rstrip("/")  # a link to print: no credentials
     return f"http://127.0.0.1:{port}"
 
 

@@ -9,16 +9,22 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from seqbench.config.store import sqlite_path
+from seqbench.config.access import TrackingUnreachable, check_reachable
+from seqbench.config.store import redact_uri, sqlite_path
 from seqbench.report.core import REPORT_KIND, REPORT_KIND_TAG, ReportError
 
 
 def open_client(tracking_uri: str) -> MlflowClient:
-    """A client for ``tracking_uri``; refuses a missing SQLite file rather than creating an empty store."""
+    """A client for ``tracking_uri``; refuses a missing SQLite file rather than creating an empty
+    store, and a server that does not answer or rejects our credentials (one line, no retries)."""
+    try:
+        check_reachable(tracking_uri)
+    except TrackingUnreachable as exc:
+        raise ReportError(str(exc)) from None
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
         raise ReportError(
-            f"no MLflow store at {path} (tracking URI {tracking_uri}); train something first, "
+            f"no MLflow store at {path} (tracking URI {redact_uri(tracking_uri)}); train something first, "
             "or pass --tracking-uri / set MLFLOW_TRACKING_URI"
         )
     return MlflowClient(tracking_uri)
@@ -31,7 +37,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         names = sorted(e.name for e in client.search_experiments())
         state = "is deleted" if exp is not None else "does not exist"
         raise ReportError(
-            f"experiment {name!r} {state} at {client.tracking_uri}; "
+            f"experiment {name!r} {state} at {redact_uri(str(client.tracking_uri))}; "
             f"existing experiments: {', '.join(repr(n) for n in names) or '(none)'}"
         )
     return exp.experiment_id

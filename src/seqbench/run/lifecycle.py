@@ -30,9 +30,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.config.paths import project_root
+from seqbench.config.store import redact_config, redact_uri
 from seqbench.launch import cluster, ddp
 from seqbench.run import checkpoints, lineage, outbox, plots, resume, tracking
 from seqbench.run.checkpoint_io import AtomicCheckpoints
@@ -133,8 +135,9 @@ class RunLifecycle:
         resume), False to skip (``self.result`` then holds the earlier run's result)."""
         if not self.tracks:
             return self._follow_rank_zero()
-        self._resolved = OmegaConf.to_container(self.cfg, resolve=True)
-        self._key = job_key(self._resolved)
+        resolved = OmegaConf.to_container(self.cfg, resolve=True)
+        self._key = job_key(resolved)  # logger.* is no result key: the same with or without secrets
+        self._resolved = redact_config(resolved)  # what the run records: no credentials
         stale_after = float(
             (self.cfg.get("heartbeat") or {}).get("stale_after", DEFAULT_STALE_AFTER)
         )
@@ -291,7 +294,17 @@ class RunLifecycle:
             **launch_tags,
             **{str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()},
         }
-        run = client.create_run(self.experiment_id, run_name=cfg.logger.run_name, tags=tags)
+        try:
+            run = client.create_run(self.experiment_id, run_name=cfg.logger.run_name, tags=tags)
+        except MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            raise tracking.TrackingAccessDenied(
+                f"the MLflow tracking server at {redact_uri(str(cfg.logger.tracking_uri))} lets "
+                f"this user read experiment {cfg.logger.experiment_name!r} but not log runs in it "
+                "(403): ask its admin to make you a writer (python -m seqbench.config.team_users "
+                "set-role USER --role writer; docs/team-server.md)"
+            ) from None
         self.run_id = run.info.run_id
         tracking.log_params(client, self.run_id, self._resolved)
         client.log_text(self.run_id, OmegaConf.to_yaml(self._resolved), "config/config.yaml")
@@ -300,7 +313,7 @@ class RunLifecycle:
             cfg.logger.run_name,
             self.run_id,
             cfg.logger.experiment_name,
-            cfg.logger.tracking_uri,
+            redact_uri(str(cfg.logger.tracking_uri)),
         )
 
     def record_inputs(self, datamodule: Any, trainable_params: int) -> None:

@@ -24,7 +24,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from seqbench.config.store import sqlite_path
+from seqbench.config.access import (  # noqa: F401 - re-exported: the run's connect step
+    TrackingAccessDenied,
+    TrackingUnreachable,
+    check_reachable,
+)
+from seqbench.config.store import redact_text, sqlite_path
 from seqbench.run.interrupt import RunInterrupted
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,6 @@ ERROR_TAG = "seqbench.error"  # why a FAILED or KILLED run ended
 # A short reason for the known failures (an exception's ``failure_reason`` attribute, e.g.
 # "checkpoint write failed"): what a sweep's report can group by; ERROR_TAG has the details.
 FAILURE_REASON_TAG = "seqbench.failure_reason"
-REACHABLE_TIMEOUT = 10.0  # seconds to wait for a tracking server before giving up
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value's length
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -43,37 +47,6 @@ def is_local_store(uri: str) -> bool:
     """True for stores this process writes directly (SQLite file, plain path)."""
     scheme = urlparse(uri).scheme
     return scheme in ("", "file", "sqlite")
-
-
-class TrackingUnreachable(RuntimeError):
-    """The tracking server does not answer; raised before anything is trained or written."""
-
-
-def check_reachable(uri: str, timeout: float = REACHABLE_TIMEOUT) -> None:
-    """Fail fast when an HTTP tracking server does not answer.
-
-    MLflow's client retries a dead server with exponential back-off for minutes before it
-    gives up; one bounded request to the server's ``/health`` endpoint says the same in seconds.
-    """
-    scheme = urlparse(uri).scheme
-    if scheme not in ("http", "https"):
-        return
-    import requests
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=(timeout / 2, timeout / 2))
-    except requests.RequestException as exc:
-        reason = type(exc).__name__
-        if isinstance(exc, requests.ConnectionError):
-            reason = "connection refused or host unreachable"
-        elif isinstance(exc, requests.Timeout):
-            reason = f"no answer within {timeout:.0f} s"
-        raise TrackingUnreachable(
-            f"cannot reach the MLflow tracking server at {uri} ({reason}). Start it "
-            "(`mlflow server ...`, see docs/team-server.md), or point logger.tracking_uri / "
-            "MLFLOW_TRACKING_URI at a running server, or unset MLFLOW_TRACKING_URI to use the "
-            "local store under outputs/mlflow"
-        ) from None
 
 
 def server_answers(uri: str, timeout: float = 2.0) -> bool:
@@ -222,7 +195,7 @@ def finish(client: MlflowClient, run_id: str, exc: BaseException | None = None) 
     status = final_status(exc)
     try:
         if exc is not None:
-            client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_tag(run_id, ERROR_TAG, redact_text(f"{type(exc).__name__}: {exc}")[:5000])
             if reason := getattr(exc, "failure_reason", None):
                 client.set_tag(run_id, FAILURE_REASON_TAG, str(reason))
         client.set_terminated(run_id, status)

@@ -25,7 +25,8 @@ from typing import IO
 
 import pandas as pd
 
-from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri
+from seqbench.config.access import TrackingUnreachable, check_reachable
+from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri, redact_text, redact_uri
 from seqbench.serving.inference import (
     LABEL_COLUMN,
     PROB_PREFIX,
@@ -155,12 +156,19 @@ def load_predictor(model: str, tracking_uri: str, device: str, batch_size: int =
     from seqbench.serving.mlflow_model import SeqbenchTextClassifier, use_store
 
     uri = model_uri(model)
+    if uri.startswith(("runs:/", "models:/")):  # read from the store: it must let us in
+        try:
+            check_reachable(tracking_uri)
+        except TrackingUnreachable as exc:
+            raise PredictError(str(exc)) from None
     try:
         with use_store(tracking_uri):
             loaded = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         first = str(exc.message).strip().splitlines()[0]
-        raise PredictError(f"cannot load model {uri} from {tracking_uri}: {first}") from None
+        raise PredictError(
+            f"cannot load model {uri} from {redact_uri(tracking_uri)}: {redact_text(first)}"
+        ) from None
     except OSError as exc:
         raise PredictError(f"cannot load model {uri}: {exc}") from None
     inner = loaded.unwrap_python_model()
