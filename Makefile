@@ -28,11 +28,12 @@ EXTRAS ?= dev,slurm,postgres
 KERAS_VENV := benchmarks/.venv-keras
 SEEDS ?= 1,2,3
 
-.PHONY: help install browser cluster-deps tracking-server test lint format demo reproduce ui serve bench bench-env clean
+.PHONY: help install browser cluster-deps tracking-server test test-scenarios test-all lint format demo reproduce ui serve bench bench-env clean
 
 help:
 	@echo "make demo       offline demo: small sweep on generated data, prints the comparison table"
-	@echo "make test       install (if needed) and run lint + the test suite"
+	@echo "make test       install (if needed) and run lint + the test suite (all but the scenarios)"
+	@echo "make test-scenarios  the multi-process fault and scale-out scenarios (make test-all: both)"
 	@echo "make reproduce  the IMDB comparison: 6 architectures x 3 seeds, then the table"
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
 	@echo "make serve      serve a model on 127.0.0.1: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001 HOST=127.0.0.1"
@@ -65,14 +66,28 @@ cluster-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CLUSTER_PACKAGES) >/dev/null; \
 	else echo "note:$$missing not installed; the PostgreSQL/SLURM tests will skip (INSTALL_CLUSTER=1 installs them)"; fi
 
-# Two pytest workers, whole files per worker (module fixtures such as the PostgreSQL server are
-# started once): most tests wait on subprocesses, servers and signals, so two workers finish the
-# suite well inside CI's budget on 2 cores (docs/benchmarks.md). TEST_WORKERS=0: one process.
+# Two pytest workers: most tests wait on subprocesses, servers and signals. `loadgroup` keeps a
+# module whose tests share a module fixture (a PostgreSQL or SLURM server, a trained sweep) on
+# one worker and hands every other test out on its own, end-to-end ones first
+# (tests/conftest.py), so neither worker idles at the end. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
+
+# `make test` runs every test except the multi-process scenarios marked `scenario` (kills
+# and resumes of sweeps, SLURM preemption, DDP sweeps, tracking-server outages, the real
+# archive: minutes each), so it stays under 20 minutes on CI's 2 cores; `make test-scenarios`
+# runs those, `make test-all` everything. `.ci/run` runs `make test`, then the scenarios.
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: install browser cluster-deps
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST) -m "not scenario"
+
+test-scenarios: install browser cluster-deps
+	$(PYTEST) -m scenario
+
+test-all: install browser cluster-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(PYTEST)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,3 +23,35 @@ def shared_archive() -> Path:
             f"real IMDB archive not found at {SHARED_ARCHIVE} (see ../shared/data/README.md)"
         )
     return SHARED_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def real_imdb_cache(shared_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One IMDB cache folder (extracted archive, encoded corpora) for every real-data test of
+    this session, across xdist workers too: extracting 100k files and encoding 50k reviews
+    takes minutes, and the tests check what is built from the data, not the first build (the
+    build itself is tested on the small fake corpus). ``cached_corpus`` and ``locate`` hold
+    file locks, so workers that arrive together build once."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, shared by its workers
+    return base / "real-imdb-cache"
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    # pytest has no public accessor for an item's fixture definitions; ``_fixtureinfo`` has
+    # held them since pytest 3. Without it every test is scheduled alone (correct, slower).
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    return any(d.scope in ("module", "package") for chain in defs.values() for d in chain)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Scheduling for ``pytest -n 2 --dist loadgroup`` (the Makefile): a module whose tests
+    share a module-scoped fixture (a server, a trained sweep) stays on one worker, so that
+    fixture is built once; every other test is handed out on its own, the end-to-end (slow)
+    ones first, so the longest tests do not pile up at the end while one worker idles."""
+    for item in items:
+        if _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort

@@ -165,9 +165,10 @@ def test_grouped_validation_without_movie_urls_is_a_clear_error(tmp_path):
         _module(tmp_path / "cache", root, val_split="movie")
 
 
+@pytest.mark.scenario
 @pytest.mark.realdata
-def test_grouped_validation_on_the_real_archive_shares_no_movie(tmp_path, shared_archive):
-    dm = _module(tmp_path / "cache", shared_archive, val_split="grouped", vocab_size=1000)
+def test_grouped_validation_on_the_real_archive_shares_no_movie(shared_archive, real_imdb_cache):
+    dm = _module(real_imdb_cache, shared_archive, val_split="grouped")
     dm.setup()
     assert 2400 <= len(dm.splits["val"]) <= 2500 and len(dm.splits["train"]) >= 22500
     assert not _movies(dm, "val") & _movies(dm, "train")

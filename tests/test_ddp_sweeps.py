@@ -26,6 +26,7 @@ DDP_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_ddp_multirun_runs_each_job_once_with_synced_metrics(tmp_path):
     """`-m seed=1,2 trainer=ddp` on 2 processes: 2 runs (not 4), one sweep folder, children in
@@ -62,6 +63,7 @@ def test_ddp_multirun_runs_each_job_once_with_synced_metrics(tmp_path):
         assert run.data.metrics["test/acc"] == pytest.approx(correct / total, abs=1e-6)
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_interrupted_ddp_job_resumes_into_the_same_run(tmp_path):
     """SIGUSR1 to every rank mid-epoch: all ranks stop at the same batch with one checkpoint and

@@ -294,6 +294,7 @@ def _log(root: Path, n: int) -> str:
     return (root / f"launch-{n}.log").read_text()
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_training_goes_on_while_the_server_is_away_and_nothing_is_lost(tmp_path, server):
     import time
@@ -328,6 +329,7 @@ def test_training_goes_on_while_the_server_is_away_and_nothing_is_lost(tmp_path,
     assert outage > 20
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_past_the_outage_limit_the_run_stops_and_the_same_command_resumes_it(tmp_path, server):
     import time

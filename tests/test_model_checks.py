@@ -115,6 +115,7 @@ def test_in_a_grid_sweep_only_the_job_with_the_bad_value_fails(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)  # the job after the bad one ran too
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_in_an_optuna_search_the_trial_fails_and_the_search_goes_on(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"

@@ -257,6 +257,7 @@ def test_search_runs_trials_tracks_them_and_resumes_to_n_trials_in_total(tmp_pat
     assert latest.best_value == best.value and set(latest.best_params) == SEARCHED
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_failed_jobs_and_trials_of_a_killed_sweeper(tmp_path):
     # A study as a killed sweeper leaves it: trial 0 RUNNING, owned by a process that is gone.

@@ -23,15 +23,17 @@ NEGATIVE = (
 )
 
 
+@pytest.mark.scenario
 @pytest.mark.realdata
 def test_seed_lstm_on_an_imdb_subset_scores_obvious_reviews_correctly(
-    shared_archive, tmp_path, capsys, monkeypatch
+    shared_archive, real_imdb_cache, tmp_path, capsys, monkeypatch
 ):
     cfg = make_config(
         tmp_path,
         [
             "model=lstm",
             f"data.archive={shared_archive}",
+            f"data.cache_dir={real_imdb_cache}",
             "data.subset=4000",
             "trainer.max_epochs=2",
         ],

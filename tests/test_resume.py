@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from helpers import (
@@ -25,7 +24,7 @@ from helpers import (
     store,
     wait_until,
 )
-from seqbench.report import build_table
+from seqbench.report import ReportError, build_table
 from seqbench.run.heartbeat import HOST_TAG, process_start_time
 from seqbench.run.jobs import JOB_KEY_TAG, job_key, params_diff, result_params
 from seqbench.run.resume import RESUME_COUNT_TAG
@@ -69,6 +68,10 @@ def test_job_key_ignores_where_and_how_fast_but_not_what(tmp_path):
 
 
 def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that_run(tmp_path):
+    """SIGKILL leaves a RUNNING run that MLflow alone would keep forever. The report calls it
+    stale (its process is gone); had it been launched on another host, only its heartbeat could
+    tell, and a relaunch is refused while the heartbeat is fresh. Then the same command resumes
+    it on a machine without the first launch's output folder (checkpoints from MLflow)."""
     args = [*SLOW_SYNTHETIC, "trainer.max_epochs=4", "logger.experiment_name=kill9"]
     proc = start_cli(args, tmp_path)
     try:
@@ -78,6 +81,26 @@ def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that
         _kill(proc)
     (ghost,) = experiment_runs(tmp_path, "kill9")
     assert ghost.info.status == "RUNNING"  # what MLflow alone would keep forever
+    client = store(tmp_path)
+
+    def report_says() -> str:
+        """What ``seqbench-report`` says of the ghost (it is the only run, so no table)."""
+        with pytest.raises(ReportError) as refused:
+            build_table(client, "kill9", stale_after=3)
+        return str(refused.value)
+
+    # Same host: the process is gone, so the run is stale at once.
+    assert f"({run.info.run_id}): RUNNING, stale: its process" in report_says()
+    # Another host (we rewrite the tag a remote launch would have written): only the heartbeat
+    # can tell. Fresh, the run counts as running, and a relaunch is refused (default limit
+    # 900 s); after the limit it is stale.
+    client.set_tag(run.info.run_id, HOST_TAG, "another-host")
+    client.set_tag(run.info.run_id, "seqbench.run.heartbeat", f"{time.time():.0f}")
+    assert "still running (heartbeat on another-host" in report_says()
+    refused, log = run_cli_to_end(args, tmp_path)
+    assert refused == 2 and "already running" in log
+    wait_until(lambda: "stale: no heartbeat on another-host" in report_says(), None, 30, "stale")
+    client.set_tag(run.info.run_id, HOST_TAG, ghost.data.tags[HOST_TAG])  # back to this host
     # As if relaunched on another machine: the first launch's output folder is not there, so
     # last.ckpt and best.ckpt come from the run's MLflow artifacts.
     shutil.rmtree(ghost.data.tags["output_dir"])
@@ -101,6 +124,7 @@ def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that
     assert after.data.params["trainer.max_epochs"] == "4"
 
 
+@pytest.mark.scenario
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_checkpoints_marks_killed_and_the_next_launch_resumes_exactly(
     tmp_path, sig, capsys
@@ -158,6 +182,7 @@ def test_a_signal_checkpoints_marks_killed_and_the_next_launch_resumes_exactly(
 GRID = ["-m", "model=lstm,cnn_lstm", "seed=1,2", "trainer.max_epochs=2", *SLOW_SYNTHETIC]
 
 
+@pytest.mark.scenario
 def test_a_grid_sweep_killed_in_its_third_job_relaunches_only_what_is_missing(tmp_path):
     args = [*GRID, "data.n_train=3000", "logger.experiment_name=grid"]
     proc = start_cli(args, tmp_path)
@@ -193,6 +218,7 @@ def test_a_grid_sweep_killed_in_its_third_job_relaunches_only_what_is_missing(tm
     assert build_table(store(tmp_path), "grid", latest_sweep=True).table["n"].sum() == 4
 
 
+@pytest.mark.scenario
 def test_a_joblib_sweep_with_one_job_killed_relaunches_only_what_is_missing(tmp_path):
     args = [
         *GRID,
@@ -228,6 +254,7 @@ def test_a_joblib_sweep_with_one_job_killed_relaunches_only_what_is_missing(tmp_
             assert run.info.end_time == finished[run.info.run_id]
 
 
+@pytest.mark.scenario
 def test_an_optuna_search_interrupted_in_trial_2_ends_with_3_complete_trials(tmp_path):
     args = [
         "-m",
@@ -272,44 +299,7 @@ def test_an_optuna_search_interrupted_in_trial_2_ends_with_3_complete_trials(tmp
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}  # resumed, no ghost
 
 
-def test_a_killed_run_is_reported_stale_and_resumable(tmp_path):
-    done = [*SLOW_SYNTHETIC, "data.n_train=500", "trainer.max_epochs=1", "seed=2"]
-    rc, log = run_cli_to_end([*done, "logger.experiment_name=stale"], tmp_path)
-    assert rc == 0, log[-3000:]
-    args = [
-        *SLOW_SYNTHETIC,
-        "trainer.max_epochs=3",
-        "heartbeat.interval=0.5",
-        "logger.experiment_name=stale",
-    ]
-    proc = start_cli(args, tmp_path)
-    try:
-        (run,) = wait_until(lambda: _runs_with_epochs(tmp_path, "stale", 1), proc, what="epoch 1")
-    finally:
-        _kill(proc)
-    client = store(tmp_path)
-
-    def reason() -> str:
-        report = build_table(client, "stale", stale_after=3)
-        (excluded,) = [e for e in report.excluded if e.run_id == run.info.run_id]
-        return excluded.reason
-
-    # Same host: the process is gone, so the run is stale at once.
-    assert reason().startswith("stale: its process")
-    # Another host (we rewrite the tag a remote launch would have written): only the heartbeat
-    # can tell. Fresh, the run counts as running; after the limit it is stale.
-    client.set_tag(run.info.run_id, HOST_TAG, "another-host")
-    client.set_tag(run.info.run_id, "seqbench.run.heartbeat", f"{time.time():.0f}")
-    assert reason().startswith("still running (heartbeat on another-host")
-    time.sleep(4)
-    assert reason().startswith("stale: no heartbeat on another-host")
-    refused, log = run_cli_to_end(args, tmp_path)  # within the default 900 s: still alive
-    assert refused == 2 and "already running" in log
-    rc, log = run_cli_to_end([*args, "heartbeat.stale_after=3"], tmp_path)  # resume picks it up
-    assert rc == 0, log[-3000:]
-    assert MlflowClient(client.tracking_uri).get_run(run.info.run_id).info.status == "FINISHED"
-
-
+@pytest.mark.scenario
 def test_a_sweep_leaves_a_job_running_elsewhere_to_its_owner(tmp_path):
     """Several machines may run the same sweep: a job that a live process is training is
     skipped with one line (not retrained, not an error); a single launch of it is refused."""

@@ -61,6 +61,7 @@ def test_multirun_grid_gives_one_run_per_job_and_a_correct_table(tmp_path):
         assert table.loc[arch, "test_acc_std"] == pytest.approx(np.std(accs, ddof=1))
 
 
+@pytest.mark.scenario
 def test_parallel_joblib_jobs_share_one_sqlite_store_without_losing_anything(tmp_path):
     """Three jobs at once on a fresh store: schema creation, experiment creation and metric
     writes all race; every run must finish with its full metric history."""
@@ -90,6 +91,7 @@ def test_parallel_joblib_jobs_share_one_sqlite_store_without_losing_anything(tmp
     assert len(client.search_experiments()) == 2  # Default + parallel: created once, not per job
 
 
+@pytest.mark.scenario
 def test_launches_in_the_same_second_get_distinct_output_dirs(tmp_path):
     """Two single runs started at the same instant: separate run folders, both tracked.
     (resume=never: the same configuration twice is otherwise one job, see test_resume.py.)"""

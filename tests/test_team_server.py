@@ -91,6 +91,7 @@ def _tail(path: Path) -> str:
     return path.read_text()[-2000:] if path.is_file() else ""
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server, tmp_path):
     base, artifact_folder = team_server

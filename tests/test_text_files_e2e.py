@@ -126,6 +126,7 @@ def test_experiment_name_can_be_given(tmp_path):
     )
 
 
+@pytest.mark.scenario
 def test_sweep_of_six_architectures_over_a_5_class_file_ends_in_a_table(tmp_path):
     path = write(make_frame(300, 5), tmp_path / "intents.csv")
     run_cli(

@@ -160,12 +160,14 @@ def test_a_failure_after_the_run_started_marks_it_failed_with_the_reason(tmp_pat
     assert "val/nonexistent" in run.data.tags["seqbench.error"]
 
 
+@pytest.mark.scenario
 @pytest.mark.realdata
-def test_real_imdb_subset_run(tmp_path, shared_archive):
+def test_real_imdb_subset_run(tmp_path, shared_archive, real_imdb_cache):
     cfg = make_config(
         tmp_path,
         [
             f"data.archive={shared_archive}",
+            f"data.cache_dir={real_imdb_cache}",
             "data.subset=400",
             "trainer.max_epochs=1",
             "data.max_len=200",

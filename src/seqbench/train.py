@@ -19,9 +19,7 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -30,6 +28,7 @@ from seqbench.config.validation import ConfigError, check_config
 from seqbench.data.archive import ArchiveError
 from seqbench.data.series_files import SeriesDataError
 from seqbench.launch import ddp
+from seqbench.launch.hydra_job import in_multirun
 from seqbench.models.inputs import InputKindError, adapt_to_data, check_input_kind
 from seqbench.run import resume, tracking
 from seqbench.run.checkpoint_io import CheckpointWriteError
@@ -88,10 +87,6 @@ warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 # The DataModule restores the sampler's position itself (SequenceDataModule.state_dict).
 warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
-
-
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _run_origin() -> float | None:
@@ -187,7 +182,7 @@ def main(cfg: DictConfig) -> Any:
         result = train(cfg)
     except USER_ERRORS as exc:
         log.error("%s", exc)
-        if isinstance(exc, JOB_ERRORS) and _in_multirun():
+        if isinstance(exc, JOB_ERRORS) and in_multirun():
             raise JobFailed(str(exc)) from None  # this job fails, the sweep goes on
         sys.exit(2)
     except TEMPORARY_FAILURES as exc:

@@ -27,8 +27,6 @@ from types import TracebackType
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
@@ -36,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqbench.config.paths import project_root
 from seqbench.config.store import redact_config, redact_uri
 from seqbench.launch import cluster, ddp
+from seqbench.launch.hydra_job import hydra_tags, in_multirun
 from seqbench.run import checkpoints, lineage, outbox, plots, resume, tracking
 from seqbench.run.checkpoint_io import AtomicCheckpoints
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
@@ -56,24 +55,6 @@ class TrainResult:
     skipped: bool = False  # True: an earlier run of the same job had finished (resume=auto)
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _hydra_tags() -> dict[str, str]:
-    if not HydraConfig.initialized():
-        return {}
-    hc = HydraConfig.get()
-    tags = {"output_dir": str(hc.runtime.output_dir)}
-    if hc.mode == RunMode.MULTIRUN:
-        tags |= {
-            "sweep_id": Path(hc.sweep.dir).name,
-            "sweep_dir": str(hc.sweep.dir),
-            "job_num": str(hc.job.num),
-        }
-    return tags
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -90,7 +71,7 @@ class RunLifecycle:
     ) -> None:
         self.cfg = cfg
         self.tracks = rank_zero_only.rank == 0 if tracks is None else tracks
-        self.multirun = _in_multirun() if multirun is None else multirun
+        self.multirun = in_multirun() if multirun is None else multirun
         self.guard = SignalGuard()
         self.client: Any = None
         self.experiment_id: str | None = None
@@ -159,7 +140,7 @@ class RunLifecycle:
         if self._decision.action != "skip":
             return True
         run = self._decision.run
-        sweep_tags = {k: v for k, v in _hydra_tags().items() if k in _SWEEP_TAGS}
+        sweep_tags = {k: v for k, v in hydra_tags().items() if k in _SWEEP_TAGS}
         tracking.set_tags(self.client, run.info.run_id, sweep_tags)
         metrics = dict(run.data.metrics)
         log.info(
@@ -204,7 +185,7 @@ class RunLifecycle:
             return
         assert self._decision is not None, "plan() before start()"
         launch_tags = {
-            **_hydra_tags(),
+            **hydra_tags(),
             **identity_tags(),
             **cluster.scheduler_tags(),
             **dict(tags or {}),
