@@ -72,10 +72,11 @@ cluster-deps:
 # (tests/conftest.py), so neither worker idles at the end. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
-# `make test` runs every test except the multi-process scenarios marked `scenario` (kills
-# and resumes of sweeps, SLURM preemption, DDP sweeps, tracking-server outages, the real
-# archive: minutes each), so it stays under 20 minutes on CI's 2 cores; `make test-scenarios`
-# runs those, `make test-all` everything. `.ci/run` runs `make test`, then the scenarios.
+# `make test` runs every test except the multi-process scenarios marked `scenario` (kills and
+# resumes of sweeps, SLURM preemption, DDP sweeps, tracking-server outages, the PostgreSQL and
+# authenticated team servers, the real archive: minutes each), so that it stays under 20
+# minutes on CI's 2 cores; `make test-scenarios` runs those, `make test-all` runs everything.
+# `.ci/run` runs `make test`, then the scenarios.
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: install browser cluster-deps

@@ -49,9 +49,12 @@ def _shares_a_module_fixture(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Scheduling for ``pytest -n 2 --dist loadgroup`` (the Makefile): a module whose tests
     share a module-scoped fixture (a server, a trained sweep) stays on one worker, so that
-    fixture is built once; every other test is handed out on its own, the end-to-end (slow)
-    ones first, so the longest tests do not pile up at the end while one worker idles."""
+    fixture is built once; every other test is handed out on its own, modules with end-to-end
+    (slow) tests first, so the longest tests do not pile up at the end while one worker idles."""
     for item in items:
         if _shares_a_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort
+    # Whole modules move, never single tests: pytest tears a module fixture down when the next
+    # test comes from another module, so interleaving modules would build it again.
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable sort

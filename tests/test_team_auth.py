@@ -310,6 +310,7 @@ def test_the_script_turns_authentication_on_with_a_private_secret_key(tmp_path):
 # -- the server ---------------------------------------------------------------------------
 
 
+@pytest.mark.scenario
 def test_anonymous_and_wrong_passwords_get_401(server):
     verify = str(server.cert)
     search = f"{server.base}/api/2.0/mlflow/experiments/search?max_results=1"
@@ -333,6 +334,7 @@ def trained(server, tmp_path_factory):
     return root, done
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_a_writer_logs_a_run_and_a_client_without_the_ca_is_refused(server, trained, tmp_path):
     _, done = trained
@@ -349,6 +351,7 @@ def test_a_writer_logs_a_run_and_a_client_without_the_ca_is_refused(server, trai
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_wrong_password_fails_fast_with_one_line_and_leaves_nothing(server, tmp_path, signed_out):
     from seqbench.config.access import TrackingAccessDenied, check_reachable
@@ -375,6 +378,7 @@ def test_wrong_password_fails_fast_with_one_line_and_leaves_nothing(server, tmp_
     assert list(tmp_path.iterdir()) == []  # no run folder, no cache, no local store
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_a_reader_builds_the_table_but_cannot_log_a_run(server, trained, tmp_path, signed_out):
     walt = _client(server, "walt")
@@ -411,6 +415,7 @@ def test_a_reader_builds_the_table_but_cannot_log_a_run(server, trained, tmp_pat
     assert len(walt.search_runs([experiment])) == runs_before  # nothing written
 
 
+@pytest.mark.scenario
 def test_a_writer_cannot_delete_another_users_experiment(server, signed_out):
     walt = _client(server, "walt")
     experiment = walt.create_experiment(f"walts-{time.time_ns()}")
@@ -421,6 +426,7 @@ def test_a_writer_cannot_delete_another_users_experiment(server, signed_out):
     assert _client(server, "walt").get_experiment(experiment).lifecycle_stage == "active"
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_no_secret_reaches_the_store_the_artifacts_or_the_logs(server, trained, signed_out):
     """Credentials in the tracking URI and in MLFLOW_TRACKING_PASSWORD (the HTTPS server), in a

@@ -157,6 +157,7 @@ def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server
     assert cells[:2] == ["lstm", "3"], table  # all three runs, read over HTTP
 
 
+@pytest.mark.scenario
 @pytest.mark.slow
 def test_short_load_loses_no_point_and_leaves_the_server_healthy(team_server, tmp_path):
     """benchmarks/tracking_load.py, short: 4 processes x 5 s logging at full speed (the
@@ -222,6 +223,7 @@ def _same_new_dataset_from_many_runs_at_once(base: str, log_inputs, runs: int = 
     return errors
 
 
+@pytest.mark.scenario
 def test_parallel_jobs_logging_the_same_new_dataset_all_succeed(team_server):
     """Regression: CI's joblib sweep on PostgreSQL failed one job with a duplicate key on
     MLflow's datasets table (its lookup-then-insert races). Unpatched, plain
