@@ -119,17 +119,11 @@ def compare(
     >>> seqbench.compare("synthetic", root="/tmp/seqbench-demo", group_by="model,seed")
     """
     from seqbench.report import build_table
+    from seqbench.report.selection import Selection
 
-    report = build_table(
-        tracking_uri or _tracking_uri(root),
-        experiment,
-        sweep_id=sweep_id,
-        filter_string=filter_string,
-        group_by=group_by,
-        latest_sweep=latest_sweep,
-        metric=metric,
-        baseline=baseline,
-    )
+    selection = Selection(sweep_id, filter_string, group_by, latest_sweep, metric=metric)
+    uri = tracking_uri or _tracking_uri(root)
+    report = build_table(uri, experiment, baseline=baseline, **selection.as_kwargs())
     return report.runs if per_run else report.table
 
 

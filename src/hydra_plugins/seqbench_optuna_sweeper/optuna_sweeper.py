@@ -268,19 +268,25 @@ class OptunaSweeper(Sweeper):
         trial_tags_key: str | None,
         start_from: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        if n_trials < 0:
-            raise ValueError(f"n_trials must be >= 0, got {n_trials}")
-        if n_jobs < 1:
-            raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
-        if direction not in ("maximize", "minimize"):
-            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+        for name, value, valid, expected in (
+            ("n_trials", n_trials, n_trials >= 0, ">= 0"),
+            ("n_jobs", n_jobs, n_jobs >= 1, ">= 1"),
+            (
+                "direction",
+                direction,
+                direction in ("maximize", "minimize"),
+                "'maximize' or 'minimize'",
+            ),
+        ):
+            if not valid:
+                raise ValueError(f"{name} must be {expected}, got {value!r}")
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.direction = direction
-        self.storage_url = storage
-        self.study_name = study_name
+        self.params = dict(params or {})  # the search: space and sampler
         self.sampler_conf = sampler
-        self.params = dict(params or {})
+        self.storage_url = storage  # where the study lives
+        self.study_name = study_name
         self.trial_tags_key = trial_tags_key
         self.start_from = [
             dict(OmegaConf.to_container(c) if OmegaConf.is_config(c) else c)

@@ -49,50 +49,52 @@ def _one_of(*choices: str) -> Callable[[object], bool]:
     return lambda v: v in choices
 
 
+def _integer(key: str, low: int, note: str = "", nullable: bool = False) -> Rule:
+    """An integer >= ``low`` (``note`` says why), or also null; the message follows the bound."""
+    allowed = f"an integer >= {low}{note}"
+    return Rule(key, _int_at_least(low), f"null or {allowed}" if nullable else allowed, nullable)
+
+
+def _choice(key: str, *choices: str) -> Rule:
+    """One of ``choices``; the message lists them."""
+    return Rule(key, _one_of(*choices), "one of: " + ", ".join(choices))
+
+
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64")
 
 RULES: tuple[Rule, ...] = (
-    Rule("seed", _int_at_least(0), "an integer >= 0"),
-    Rule("num_threads", _int_at_least(1), "null or an integer >= 1", nullable=True),
-    Rule("batch_split", _int_at_least(1), "null or an integer >= 1", nullable=True),
+    _integer("seed", 0),
+    _integer("num_threads", 1, nullable=True),
+    _integer("batch_split", 1, nullable=True),
     Rule(
         "data.val_fraction",
         lambda v: _is_number(v) and 0 < v < 1,
         "a number between 0 and 1 (exclusive)",
     ),  # type: ignore[operator]
-    Rule("data.max_len", _int_at_least(1), "an integer >= 1"),
-    Rule("data.batch_size", _int_at_least(1), "an integer >= 1"),
-    Rule("data.eval_batch_size", _int_at_least(1), "an integer >= 1"),
-    Rule(
-        "data.subset",
-        _int_at_least(2),
-        "null or an integer >= 2 (N train and N test reviews)",
-        nullable=True,
-    ),
-    Rule("data.n_train", _int_at_least(10), "an integer >= 10"),
-    Rule("data.n_test", _int_at_least(2), "an integer >= 2"),
-    Rule("data.min_len", _int_at_least(2), "an integer >= 2"),
+    _integer("data.max_len", 1),
+    _integer("data.batch_size", 1),
+    _integer("data.eval_batch_size", 1),
+    _integer("data.subset", 2, " (N train and N test reviews)", nullable=True),
+    _integer("data.n_train", 10),
+    _integer("data.n_test", 2),
+    _integer("data.min_len", 2),
     Rule(
         "data.vocab_size",
         _int_at_least(4),
         "an integer >= 4 (3 indices are reserved); null for numeric series",
         nullable=True,
     ),
-    Rule("data.normalize", _one_of("series", "channel", "none"), "one of: series, channel, none"),
-    Rule("data.input_kind", _one_of("tokens", "numeric"), "one of: tokens, numeric"),
-    Rule("data.padding", _one_of("pre", "post"), "one of: pre, post"),
-    Rule("data.truncating", _one_of("pre", "post"), "one of: pre, post"),
-    Rule("data.val_split", _one_of("stratified", "grouped"), "one of: stratified, grouped"),
-    Rule("data.tokenizer", _one_of("word", "char"), "one of: word, char"),
+    _choice("data.normalize", "series", "channel", "none"),
+    _choice("data.input_kind", "tokens", "numeric"),
+    _choice("data.padding", "pre", "post"),
+    _choice("data.truncating", "pre", "post"),
+    _choice("data.val_split", "stratified", "grouped"),
+    _choice("data.tokenizer", "word", "char"),
     Rule("data.bucketing", lambda v: isinstance(v, bool), "true or false"),
-    Rule(
-        "model.vocab_size",
-        _int_at_least(4),
-        "an integer >= 4 (pad, start and out-of-vocabulary take 3)",
-    ),
-    Rule("model.init", _one_of("keras", "torch"), "one of: keras, torch"),
+    _integer("model.vocab_size", 4, " (pad, start and out-of-vocabulary take 3)"),
+    _choice("model.init", "keras", "torch"),
     Rule("model.optimizer.lr", lambda v: _is_number(v) and v > 0, "a finite number > 0"),  # type: ignore[operator]
-    Rule("trainer.max_epochs", _int_at_least(1), "an integer >= 1"),
+    _integer("trainer.max_epochs", 1),
     Rule("trainer.precision", lambda v: str(v) in PRECISIONS, "one of: " + ", ".join(PRECISIONS)),
     Rule(
         "heartbeat.interval",
@@ -100,7 +102,7 @@ RULES: tuple[Rule, ...] = (
         "a number of seconds >= 0 (0: per epoch only)",
     ),  # type: ignore[operator]
     Rule("heartbeat.stale_after", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),  # type: ignore[operator]
-    Rule("nonfinite_check.every_n_steps", _int_at_least(0), "an integer >= 0 (0: off)"),
+    _integer("nonfinite_check.every_n_steps", 0, " (0: off)"),
 )
 
 

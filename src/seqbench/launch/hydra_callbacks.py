@@ -19,13 +19,16 @@ from seqbench.run import tracking
 log = logging.getLogger(__name__)
 
 
-class CheckOutputFolder(Callback):
-    """Refuse an unwritable ``paths.output_root`` with one message before Hydra creates its run
-    folder there (Hydra would fail with a traceback from ``mkdir``)."""
+class _LaunchCheck(Callback):
+    """A check run once per launch, single run or sweep, before Hydra creates any folder:
+    ``problem`` returns one line, printed as ``error: ...`` with exit status 2, or None."""
+
+    def problem(self, config: DictConfig) -> str | None:
+        raise NotImplementedError
 
     def _check(self, config: DictConfig) -> None:
-        if problems := check_folders(config, ("paths.output_root",)):
-            print(f"error: {problems[0]}", file=sys.stderr)
+        if (message := self.problem(config)) is not None:
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -33,6 +36,15 @@ class CheckOutputFolder(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)
+
+
+class CheckOutputFolder(_LaunchCheck):
+    """Refuse an unwritable ``paths.output_root`` with one message before Hydra creates its run
+    folder there (Hydra would fail with a traceback from ``mkdir``)."""
+
+    def problem(self, config: DictConfig) -> str | None:
+        problems = check_folders(config, ("paths.output_root",))
+        return problems[0] if problems else None
 
 
 class PrepareTrackingStore(Callback):
@@ -53,23 +65,17 @@ class PrepareTrackingStore(Callback):
             log.warning("could not prepare the MLflow store before the sweep: %s", exc)
 
 
-class CheckTrackingServer(Callback):
+class CheckTrackingServer(_LaunchCheck):
     """Refuse a tracking server that does not answer, does not trust us or rejects our
     credentials with one line and exit status 2, before Hydra creates a run or sweep folder and
     before any data is prepared (``seqbench.config.access``)."""
 
-    def _check(self, config: DictConfig) -> None:
+    def problem(self, config: DictConfig) -> str | None:
         try:
             check_reachable(str(config.logger.tracking_uri))
         except TrackingUnreachable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config)
+            return str(exc)
+        return None
 
 
 class RedactHydraFiles(Callback):

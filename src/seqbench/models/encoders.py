@@ -16,7 +16,28 @@ def _check_padding(padding: str) -> None:
     check_choice("padding", padding, SIDES)
 
 
-class LSTMEncoder(nn.Module):
+class _InputEncoder(nn.Module):
+    """What the encoders here start with: check the padding side and the given dropout
+    probabilities, keep the padding side, and build the input layer (an embedding for token
+    ids, a projection for numeric channels: ``seqbench.models.inputs.input_layer``)."""
+
+    def __init__(
+        self,
+        vocab_size: int | None,
+        input_channels: int | None,
+        embedding_dim: int,
+        padding: str,
+        **probabilities: float,
+    ) -> None:
+        super().__init__()
+        _check_padding(padding)
+        for name, p in probabilities.items():
+            check_probability(name, p)
+        self.padding = padding
+        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
+
+
+class LSTMEncoder(_InputEncoder):
     """Embedding -> one or more LSTM layers (``hidden_size`` an int or a list for a stack).
 
     Covers the seeds' simple, dropout, recurrent-dropout, bidirectional and stacked LSTMs:
@@ -38,14 +59,12 @@ class LSTMEncoder(nn.Module):
         padding: str = "post",
         input_channels: int | None = None,
     ) -> None:
-        super().__init__()
-        _check_padding(padding)
-        check_probability("embedding_dropout", embedding_dropout)
+        super().__init__(
+            vocab_size, input_channels, embedding_dim, padding, embedding_dropout=embedding_dropout
+        )
         sizes = [hidden_size] if isinstance(hidden_size, int) else list(hidden_size)
         if not sizes:
             raise ValueError("hidden_size needs at least one layer")
-        self.padding = padding
-        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
         self.embedding_dropout = Dropout(embedding_dropout)
         layers, width = [], embedding_dim
         for size in sizes:
@@ -64,7 +83,7 @@ class LSTMEncoder(nn.Module):
         return final
 
 
-class ConvLSTMEncoder(nn.Module):
+class ConvLSTMEncoder(_InputEncoder):
     """Embedding -> Conv1d (same padding, ReLU) -> MaxPool1d -> LSTM, as the seeds' CNN+LSTM.
 
     With ``post`` padding the embedded pads and the conv outputs past each sequence's end are
@@ -86,11 +105,8 @@ class ConvLSTMEncoder(nn.Module):
         padding: str = "post",
         input_channels: int | None = None,
     ) -> None:
-        super().__init__()
-        _check_padding(padding)
-        self.padding = padding
+        super().__init__(vocab_size, input_channels, embedding_dim, padding)
         self.pool_size = pool_size
-        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
         self.conv = nn.Conv1d(embedding_dim, filters, kernel_size, padding="same")
         self.pool = nn.MaxPool1d(pool_size, ceil_mode=True)
         self.recurrent = RecurrentLayer(filters, hidden_size, False, dropout, recurrent_dropout)

@@ -28,7 +28,7 @@ from seqbench.report.reference import (
     load_reference,
     resolve_reference_path,
 )
-from seqbench.report.selection import open_client
+from seqbench.report.selection import Selection, open_client
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
 EXIT_USER_ERROR = 2  # as seqbench-train and seqbench-predict (docs/exit-codes.md)
@@ -135,17 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _main_datasets(args)
         reference = _single_reference(args.reference, args.experiment)
         client = open_client(args.tracking_uri or default_tracking_uri())
-        report = build_table(
-            client,
-            args.experiment,
-            sweep_id=args.sweep_id,
-            filter_string=args.filter_string,
-            group_by=args.group_by,
-            latest_sweep=args.latest_sweep,
-            stale_after=args.stale_after,
-            metric=args.metric,
-            baseline=args.baseline,
-        )
+        selection = Selection.from_namespace(args).as_kwargs()
+        report = build_table(client, args.experiment, baseline=args.baseline, **selection)
         out = args.out or default_out_dir(report.experiment, report.sweep_id)
         files = write_outputs(report, out, reference)
         markdown = files["table.md"].read_text(encoding="utf-8")
@@ -197,17 +188,8 @@ def _main_datasets(args: argparse.Namespace) -> int:
             )
         reference = load_dataset_reference(path)
     client = open_client(args.tracking_uri or default_tracking_uri())
-    report = build_datasets_table(
-        client,
-        args.experiments,
-        sweep_id=args.sweep_id,
-        filter_string=args.filter_string,
-        group_by=args.group_by,
-        latest_sweep=args.latest_sweep,
-        stale_after=args.stale_after,
-        metric=args.metric,
-        posthoc=args.posthoc,
-    )
+    selection = Selection.from_namespace(args).as_kwargs()
+    report = build_datasets_table(client, args.experiments, posthoc=args.posthoc, **selection)
     out = args.out or default_out_dir(default_name(report.experiments), report.sweep_id)
     files = write_datasets_outputs(report, out, reference)
     print(files["table.md"].read_text(encoding="utf-8"), end="", flush=True)

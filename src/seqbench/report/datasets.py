@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -19,8 +20,7 @@ from seqbench.report.aggregation import metric_column
 from seqbench.report.core import DEFAULT_METRIC, Report, ReportError, row_label
 from seqbench.report.query import build_table
 from seqbench.report.ranking import ALPHA, Ranking, rank_models
-from seqbench.report.selection import open_client
-from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
+from seqbench.report.selection import Selection, open_client
 
 
 @dataclass
@@ -82,36 +82,23 @@ def _cells(report: Report, metric: str) -> pd.DataFrame:
 def build_datasets_table(
     client_or_uri: MlflowClient | str,
     experiments: str | Sequence[str],
-    sweep_id: str | None = None,
-    filter_string: str | None = None,
-    group_by: str | Sequence[str] | None = None,
-    *,
-    latest_sweep: bool = False,
-    stale_after: float = DEFAULT_STALE_AFTER,
-    metric: str = DEFAULT_METRIC,
+    *args: Any,
     posthoc: str = "nemenyi",
     alpha: float = ALPHA,
+    **selection: Any,
 ) -> DatasetsReport:
     """The models x datasets table of ``metric`` (higher is better), ranked across datasets.
 
-    ``sweep_id``, ``filter_string``, ``group_by`` and ``stale_after`` apply to every experiment;
+    ``args`` and ``selection`` are ``build_table``'s selection options, positionally or by name
+    (``sweep_id``, ``filter_string``, ``group_by``, ``latest_sweep``, ``stale_after``,
+    ``metric``; see ``seqbench.report.selection.Selection``). They apply to every experiment;
     ``latest_sweep`` takes each experiment's own latest sweep. Raises ``ReportError`` as
     ``build_table`` does for any experiment (unknown, or no finished run)."""
     client = open_client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
     names = parse_experiments(experiments)
-    reports = [
-        build_table(
-            client,
-            name,
-            sweep_id=sweep_id,
-            filter_string=filter_string,
-            group_by=group_by,
-            latest_sweep=latest_sweep,
-            stale_after=stale_after,
-            metric=metric,
-        )
-        for name in names
-    ]
+    options = Selection(*args, **selection)
+    metric = options.metric
+    reports = [build_table(client, name, **options.as_kwargs()) for name in names]
     keys = reports[0].group_by
     cells = {
         name: _cells(report, metric).set_index("label")
@@ -144,8 +131,8 @@ def build_datasets_table(
         table=table,
         ranking=ranking,
         tracking_uri=str(client.tracking_uri),
-        sweep_id=sweep_id,
-        filter_string=filter_string or None,
+        sweep_id=options.sweep_id,
+        filter_string=options.filter_string or None,
     )
 
 

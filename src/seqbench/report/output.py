@@ -28,16 +28,26 @@ from seqbench.report.render import render_latex, render_markdown
 DATASETS_OUTPUT_FILES = ("table.md", "table.csv", "table.tex", "cd_diagram.png", "runs.csv")
 
 
+def _write_tables(
+    out_dir: str | Path, names: Sequence[str], markdown: str, table: pd.DataFrame, latex: str
+) -> dict[str, Path]:
+    """Create ``out_dir`` and write the three table files every report has (table.md/csv/tex);
+    returns the paths of all ``names`` by file name, for the caller to write the rest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / name for name in names}
+    files["table.md"].write_text(markdown, encoding="utf-8")
+    table.to_csv(files["table.csv"], index=False)
+    files["table.tex"].write_text(latex, encoding="utf-8")
+    return files
+
+
 def write_outputs(
     report: Report, out_dir: str | Path, reference: Sequence[Reference] = ()
 ) -> dict[str, Path]:
     """Write table.md/csv/tex, curves.png and runs.csv; returns their paths by file name."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {name: out / name for name in OUTPUT_FILES}
-    files["table.md"].write_text(render_markdown(report, reference), encoding="utf-8")
-    report.table.to_csv(files["table.csv"], index=False)
-    files["table.tex"].write_text(render_latex(report, reference), encoding="utf-8")
+    markdown, latex = render_markdown(report, reference), render_latex(report, reference)
+    files = _write_tables(out_dir, OUTPUT_FILES, markdown, report.table, latex)
     plot_curves(
         report.curves,
         files["curves.png"],
@@ -52,12 +62,9 @@ def write_datasets_outputs(
 ) -> dict[str, Path]:
     """Write a cross-dataset table's table.md/csv/tex, cd_diagram.png and runs.csv (every
     included run, with its experiment); returns their paths by file name."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {name: out / name for name in DATASETS_OUTPUT_FILES}
-    files["table.md"].write_text(render_datasets_markdown(report, reference), encoding="utf-8")
-    report.table.to_csv(files["table.csv"], index=False)
-    files["table.tex"].write_text(render_datasets_latex(report, reference), encoding="utf-8")
+    markdown = render_datasets_markdown(report, reference)
+    latex = render_datasets_latex(report, reference)
+    files = _write_tables(out_dir, DATASETS_OUTPUT_FILES, markdown, report.table, latex)
     ranking = report.ranking
     test = (
         f"bars: no difference by the pairwise {POSTHOC_NAMES[ranking.posthoc]} test, "

@@ -3,7 +3,9 @@ Summary runs written by ``seqbench-report`` itself are never selected."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -11,7 +13,31 @@ from mlflow.exceptions import MlflowException
 
 from seqbench.config.access import TrackingUnreachable, check_reachable
 from seqbench.config.store import redact_uri, sqlite_path
-from seqbench.report.core import REPORT_KIND, REPORT_KIND_TAG, ReportError
+from seqbench.report.core import DEFAULT_METRIC, REPORT_KIND, REPORT_KIND_TAG, ReportError
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The options that pick and group a report's runs, as ``build_table`` takes them (in its
+    order): built once from the command line or a caller's arguments and passed on unchanged,
+    so the single-experiment and cross-dataset reports read runs by the same rules."""
+
+    sweep_id: str | None = None
+    filter_string: str | None = None
+    group_by: str | Sequence[str] | None = None
+    latest_sweep: bool = False
+    stale_after: float = DEFAULT_STALE_AFTER
+    metric: str = DEFAULT_METRIC
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> Selection:
+        """The options from an object with one attribute per field (parsed ``argparse`` args)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as ``build_table`` keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def open_client(tracking_uri: str) -> MlflowClient:

@@ -18,7 +18,7 @@ import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import mlflow
 import numpy as np
@@ -82,30 +82,56 @@ def texts_from_input(model_input: Any) -> list[str]:
     raise InputError(f"expected strings, got {type(model_input).__name__}")
 
 
-class SeqbenchTextClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around ``seqbench.serving.inference.Predictor``; holds no state until loaded."""
+class _BundleClassifier(mlflow.pyfunc.PythonModel):
+    """What the text and numeric pyfunc wrappers share: load a predictor from the model's
+    ``seqbench`` bundle artifact, parse the input, and report bad input as MLflow's
+    ``INVALID_PARAMETER_VALUE`` (HTTP 400 when served). Subclasses name the predictor class and
+    the input parser; they hold no state until loaded."""
 
-    predictor: Predictor
+    predictor_class: ClassVar[type[Predictor] | type[NumericPredictor]]
+    predictor: Any
+
+    @staticmethod
+    def parse_input(model_input: Any) -> Any:
+        raise NotImplementedError
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = Predictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
+        self.predictor = self.predictor_class.load(
+            context.artifacts[BUNDLE_ARTIFACT], device=device
+        )
 
     # Annotated pd.DataFrame on purpose: MLflow 3 derives a schema and input conversion from
     # other hints (list[str], ...) and warns when there is none; with this one the explicit
-    # signature below governs, and texts_from_input still accepts lists and arrays.
+    # signature governs, and parse_input still accepts lists, arrays and dicts.
     def predict(
         self,
         context: mlflow.pyfunc.PythonModelContext | None,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """Label and class probabilities per input string (see ``texts_from_input``)."""
+        """Label and class probabilities per input (see the subclass's ``parse_input``)."""
         try:
-            texts = texts_from_input(model_input)
+            return self.predictor.predict(self.parse_input(model_input))
         except InputError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
-        return self.predictor.predict(texts)
+
+
+class SeqbenchTextClassifier(_BundleClassifier):
+    """pyfunc wrapper around ``seqbench.serving.inference.Predictor``; accepts strings
+    (``texts_from_input``)."""
+
+    predictor_class = Predictor
+    predictor: Predictor
+    parse_input = staticmethod(texts_from_input)
+
+
+class SeqbenchSeriesClassifier(_BundleClassifier):
+    """pyfunc wrapper around ``NumericPredictor``; accepts JSON arrays (``series_from_input``)."""
+
+    predictor_class = NumericPredictor
+    predictor: NumericPredictor
+    parse_input = staticmethod(series_from_input)
 
 
 @contextlib.contextmanager
@@ -184,11 +210,27 @@ def best_weights(best_path: str) -> dict[str, torch.Tensor] | None:
     }
 
 
-def log_model(
-    tracking_uri: str, run_id: str, net: torch.nn.Module, net_config: dict, prep: Preprocessing
+def _log_bundle_model(
+    tracking_uri: str,
+    run_id: str,
+    net: torch.nn.Module,
+    net_config: dict,
+    prep: Preprocessing | NumericPreprocessing,
 ) -> ModelInfo:
     """Log the pyfunc model named ``model`` to ``run_id`` (MLflow 3 logged model, linked to the
-    run, so it shows in the runs table's Model column and resolves as ``runs:/<id>/model``)."""
+    run, so it shows in the runs table's Model column and resolves as ``runs:/<id>/model``).
+    The code is logged "from code" (``pyfunc_entry.py``, or ``pyfunc_series_entry.py`` for a
+    numeric model, tagged ``seqbench.input_kind=numeric``): nothing is pickled. Only the text
+    model has a signature and an input example."""
+    numeric = isinstance(prep, NumericPreprocessing)
+    tags = {"seqbench.labels": ",".join(prep.labels)}
+    extra: dict[str, Any] = {}
+    if numeric:
+        tags["seqbench.input_kind"] = "numeric"
+    else:
+        extra["signature"] = signature(prep.labels)
+        extra["input_example"] = pd.DataFrame({TEXT_COLUMN: INPUT_EXAMPLE})
+    entry = "pyfunc_series_entry.py" if numeric else "pyfunc_entry.py"
     client = MlflowClient(tracking_uri)
     run = client.get_run(run_id)
     # Created here, not by Model.log: given a run id but no active run, MLflow 3.17's Model.log
@@ -198,51 +240,29 @@ def log_model(
         name=MODEL_NAME,
         source_run_id=run_id,
         params=dict(run.data.params),
-        tags={"seqbench.labels": ",".join(prep.labels)},
+        tags=tags,
     )
     # Model.log uploads through the *global* tracking URI: point it at the run's store.
-    with (
-        use_store(tracking_uri),
-        tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp,
-    ):
-        bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)
+    with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp:
+        bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)  # type: ignore[arg-type]
         return Model.log(
             artifact_path=None,
             name=MODEL_NAME,
             flavor=mlflow.pyfunc,
             run_id=run_id,
             model_id=logged.model_id,
-            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            python_model=str(Path(__file__).with_name(entry)),
             artifacts={BUNDLE_ARTIFACT: str(bundle)},
-            signature=signature(prep.labels),
-            input_example=pd.DataFrame({TEXT_COLUMN: INPUT_EXAMPLE}),
             pip_requirements=requirements(),
+            **extra,
         )
 
 
-class SeqbenchSeriesClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around ``NumericPredictor``; accepts JSON arrays (``series_from_input``)."""
-
-    predictor: NumericPredictor
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.predictor = NumericPredictor.load(context.artifacts[BUNDLE_ARTIFACT], device=device)
-
-    # Annotated pd.DataFrame as the text model is (no MLflow conversion or warning); any JSON
-    # shape is accepted all the same (series_from_input).
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext | None,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        """Label and class probabilities per series."""
-        try:
-            series = series_from_input(model_input)
-            return self.predictor.predict(series)
-        except InputError as exc:
-            raise MlflowException.invalid_parameter_value(str(exc)) from None
+def log_model(
+    tracking_uri: str, run_id: str, net: torch.nn.Module, net_config: dict, prep: Preprocessing
+) -> ModelInfo:
+    """Log the text pyfunc model (see ``_log_bundle_model``)."""
+    return _log_bundle_model(tracking_uri, run_id, net, net_config, prep)
 
 
 def log_series_model(
@@ -252,29 +272,8 @@ def log_series_model(
     net_config: dict,
     prep: NumericPreprocessing,
 ) -> Any:
-    """Log the numeric pyfunc model named ``model`` to ``run_id`` (as the text model is logged:
-    a logged model linked to the run, code from ``pyfunc_series_entry.py``, nothing pickled)."""
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(run_id)
-    logged = client.create_logged_model(
-        run.info.experiment_id,
-        name=MODEL_NAME,
-        source_run_id=run_id,
-        params=dict(run.data.params),
-        tags={"seqbench.labels": ",".join(prep.labels), "seqbench.input_kind": "numeric"},
-    )
-    with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="seqbench-model-") as tmp:
-        bundle = save_bundle(Path(tmp) / BUNDLE_ARTIFACT, net, net_config, prep)  # type: ignore[arg-type]
-        return Model.log(
-            artifact_path=None,
-            name=MODEL_NAME,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            model_id=logged.model_id,
-            python_model=str(Path(__file__).with_name("pyfunc_series_entry.py")),
-            artifacts={BUNDLE_ARTIFACT: str(bundle)},
-            pip_requirements=requirements(),
-        )
+    """Log the numeric pyfunc model (see ``_log_bundle_model``)."""
+    return _log_bundle_model(tracking_uri, run_id, net, net_config, prep)
 
 
 def log_run_model(
