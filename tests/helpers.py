@@ -348,3 +348,26 @@ class AutocastProbe(Callback):
 
         self._hook.remove()
         self.path.write_text(json.dumps(self.passes))
+
+
+def run_main(root: Path, args: list[str], monkeypatch, capfd) -> tuple[int, str]:
+    """``seqbench-train ARGS`` through the real Hydra entry point in this process, with
+    ``root`` as the project root: (exit status, stdout + stderr)."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from seqbench.train import main
+
+    monkeypatch.setenv("SEQBENCH_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(sys, "argv", ["seqbench-train", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    out, err = capfd.readouterr()
+    return code, out + err

@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 
-from helpers import cli_env, crafted_tar, tar_directory, tiny
-from seqbench.train import main
+from helpers import cli_env, crafted_tar, run_main, tar_directory, tiny
 
 TINY = tiny(epochs=1, console=True)
 
@@ -28,18 +26,7 @@ def _run_main(
     root: Path, args: list[str], monkeypatch: pytest.MonkeyPatch, capfd
 ) -> tuple[int, str]:
     """``seqbench-train ARGS`` through the real Hydra entry point: (exit status, output)."""
-    monkeypatch.setenv("SEQBENCH_ROOT", str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(sys, "argv", ["seqbench-train", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capfd.readouterr()
-    return code, out + err
+    return run_main(root, [*args], monkeypatch, capfd)
 
 
 def _nothing_written(root: Path, experiment: str) -> None:

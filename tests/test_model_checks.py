@@ -12,13 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from helpers import cli_env, tiny
+from helpers import cli_env, run_main, tiny
 from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import ERROR_ATTR
-from seqbench.train import main
 
 SMALL = [
     *tiny(1, n_train=100, n_test=40, max_len=20, console=True),
@@ -31,18 +29,7 @@ POOLING = "model.net.encoder.pooling='attention' is not valid: expected one of: 
 
 def _run_main(root: Path, args: list[str], monkeypatch, capfd) -> tuple[int, str]:
     """``seqbench-train ARGS`` through the real Hydra entry point in this process."""
-    monkeypatch.setenv("SEQBENCH_ROOT", str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(sys, "argv", ["seqbench-train", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capfd.readouterr()
-    return code, out + err
+    return run_main(root, [*args], monkeypatch, capfd)
 
 
 def _runs(root: Path, experiment: str) -> list:

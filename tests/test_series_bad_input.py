@@ -5,15 +5,13 @@ no data cache file exist afterwards."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 
-from seqbench.train import main
+from helpers import run_main
 from series_data import toy_series, write_npz
 
 QUIET = [
@@ -24,18 +22,7 @@ QUIET = [
 
 
 def _run(root: Path, args: list[str], monkeypatch, capfd) -> tuple[int, str]:
-    monkeypatch.setenv("SEQBENCH_ROOT", str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(sys, "argv", ["seqbench-train", *args, *QUIET])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-    out, err = capfd.readouterr()
-    return code, out + err
+    return run_main(root, [*args, *QUIET], monkeypatch, capfd)
 
 
 def _nothing_written(root: Path) -> None:
