@@ -450,12 +450,31 @@ def test_a_ddp_child_continues_from_the_checkpoint_rank_zero_names(tmp_path, mak
 # -- checkpoint state --------------------------------------------------------------------------
 
 
+def _write_checkpoint(path: Path, weight: float) -> None:
+    """A small stand-in for a Lightning checkpoint: weights and an optimiser's state."""
+    torch.save(
+        {
+            "state_dict": {"w": torch.full((2,), weight)},
+            "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(2)}}}],
+            "epoch": 1,
+            "global_step": 10,
+        },
+        path,
+    )
+
+
+def _weights(path: Path) -> float:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in checkpoint, "the best copy keeps only the weights"
+    return float(checkpoint["state_dict"]["w"][0])
+
+
 def _saved_state(tmp_path, score: float = 0.8) -> dict:
     """A ModelCheckpoint state as a first launch saved it, with its best file on disk."""
     old = tmp_path / "old"
     old.mkdir(exist_ok=True)
     best = old / "epoch001.ckpt"
-    best.write_bytes(b"best weights")
+    _write_checkpoint(best, 1.0)
     first = ModelCheckpoint(dirpath=str(old), monitor="val/acc", mode="max")
     first.best_model_path = first.kth_best_model_path = str(best)
     first.best_model_score = first.kth_value = torch.tensor(score)
@@ -488,7 +507,7 @@ def test_a_missing_best_checkpoint_is_fetched_from_the_run(tmp_path, client, exp
     tracked.uploader = CheckpointUploader(client, run_id)
     tracked.load_state_dict(state)
     fetched = tmp_path / "new" / "downloaded" / "best.ckpt"
-    assert tracked.best_model_path == str(fetched) and fetched.read_bytes() == b"best weights"
+    assert tracked.best_model_path == str(fetched) and _weights(fetched) == 1.0
     assert tracked.kth_best_model_path == str(fetched)
     assert list(tracked.best_k_models) == [str(fetched)]
     assert float(tracked.best_model_score) == pytest.approx(0.8)
@@ -504,7 +523,8 @@ def test_a_run_stopped_before_the_move_has_its_best_checkpoint_under_resume(
     tracked = TrackedCheckpoint(dirpath=str(tmp_path / "new"), monitor="val/acc", mode="max")
     tracked.uploader = CheckpointUploader(client, run_id)
     tracked.load_state_dict(state)
-    assert Path(tracked.best_model_path).read_bytes() == b"best weights"
+    before_the_move = torch.load(tracked.best_model_path, map_location="cpu", weights_only=True)
+    assert float(before_the_move["state_dict"]["w"][0]) == 1.0
 
 
 def test_without_a_copy_the_missing_best_stays_named(tmp_path, client, experiment):
@@ -520,16 +540,18 @@ def test_the_uploader_sends_each_version_of_a_file_once(tmp_path, client, experi
     run_id = _run(client, experiment).info.run_id
     uploader = CheckpointUploader(client, run_id)
     path = tmp_path / "epoch000.ckpt"
-    path.write_bytes(b"v1")
+    _write_checkpoint(path, 1.0)
     uploader.upload_best(path)
     art = tmp_path / "art"
     copy = next(art.rglob("checkpoints/best.ckpt"))
+    assert _weights(copy) == 1.0
     copy.write_bytes(b"changed behind the uploader's back")
     uploader.upload_best(path)  # unchanged file: not sent again
-    assert copy.read_bytes() != b"v1"
-    path.write_bytes(b"v2 longer")
+    assert copy.read_bytes() == b"changed behind the uploader's back"
+    _write_checkpoint(path, 2.0)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1000))
     uploader.upload_best(path)
-    assert copy.read_bytes() == b"v2 longer"
+    assert _weights(copy) == 2.0
     assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == [
         "checkpoints/best.ckpt"
     ]
