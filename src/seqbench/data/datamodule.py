@@ -221,6 +221,11 @@ class SequenceDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
+    def statistics_dataloader(self) -> DataLoader:
+        """The training split in a fixed order, for counting statistics a model keeps
+        (``seqbench.training.statistics``): no shuffling, so no seed changes the count."""
+        return self._eval_loader("train")
+
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 

@@ -3,6 +3,7 @@
 They know nothing of training; ``seqbench.training.task`` owns the loss, metrics and optimiser.
 """
 
+from seqbench.models.bag import NgramBagEncoder
 from seqbench.models.classifier import SequenceClassifier
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
 from seqbench.models.fcn import LSTMFCNEncoder
@@ -15,6 +16,7 @@ __all__ = [
     "LSTMEncoder",
     "ConvLSTMEncoder",
     "PooledRNNEncoder",
+    "NgramBagEncoder",
     "LSTMFCNEncoder",
     "KerasLSTM",
     "keras_init",

@@ -68,7 +68,8 @@ class PooledRNNEncoder(nn.Module):
     ``pooling``: ``max_mean`` (both, concatenated: ``output_size = 4 * hidden_size``), ``max``
     or ``mean``. ``conv_filters=0`` leaves the Conv1d front end out. ``dropout`` is applied
     between stacked recurrent layers. ``ngram_buckets > 0`` appends a ``HashedNgramBag`` of
-    ``ngram_dim`` (words and bigrams hashed into that many buckets) to the pooled vector;
+    ``ngram_dim`` (words and n-grams up to ``ngram_max_n`` hashed into that many buckets, with
+    sparse gradients when ``ngram_sparse``) to the pooled vector;
     ``branch_dropout`` then drops the whole recurrent or bag vector for that share of the
     training examples (``BranchDropout``), so that neither branch leaves the other idle.
     ``input_channels`` (numeric series): a Linear projection replaces the embedding; the bag
@@ -89,6 +90,8 @@ class PooledRNNEncoder(nn.Module):
         padding: str = "post",
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
+        ngram_max_n: int = 2,
+        ngram_sparse: bool = False,
         branch_dropout: float = 0.0,
         input_channels: int | None = None,
     ) -> None:
@@ -125,7 +128,9 @@ class PooledRNNEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.between = Dropout(dropout)
         self.ngrams = (
-            HashedNgramBag(vocab_size, ngram_buckets, ngram_dim) if ngram_buckets else None
+            HashedNgramBag(vocab_size, ngram_buckets, ngram_dim, ngram_max_n, ngram_sparse)
+            if ngram_buckets
+            else None
         )
         self.branch_dropout = BranchDropout(branch_dropout if self.ngrams is not None else 0.0)
         self.output_size = width * (2 if pooling == "max_mean" else 1)

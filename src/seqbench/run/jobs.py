@@ -64,7 +64,10 @@ NON_RESULT_KEYS: tuple[str, ...] = (
 # result only when set to something else, add its neutral default here, in the same commit.
 # Never list a key that existing jobs already hashed (anything in the configs before this
 # registry appeared, e.g. data.val_split): dropping it would change their keys.
-NEUTRAL_DEFAULTS: dict[str, object] = {}
+NEUTRAL_DEFAULTS: dict[str, object] = {
+    "model.net.encoder.ngram_max_n": 2,  # issue 20: n-grams up to n in bigru_ngram's bag
+    "model.net.encoder.ngram_sparse": False,  # issue 20: the bag's sparse gradients
+}
 
 
 # Classes named by ``_target_`` that moved to another module: the job key hashes the name they

@@ -21,7 +21,9 @@ from seqbench.config.validation import ConfigError
 from seqbench.models.arguments import ModelArgumentError
 from seqbench.models.classifier import count_trainable
 from seqbench.models.inputs import data_input_kind
+from seqbench.training.optimizers import build_optimizer, sparse_parameters
 from seqbench.training.parallel import BatchSplitter
+from seqbench.training.statistics import count_training_statistics
 
 SPLITS = ("train", "val", "test")
 
@@ -59,6 +61,7 @@ class ClassificationTask(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         batch_splitter: BatchSplitter | None = None,
         lr_scales: dict[str, float] | None = None,
+        sparse_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -68,6 +71,7 @@ class ClassificationTask(L.LightningModule):
         self.scheduler_monitor = scheduler_monitor
         self.batch_splitter = batch_splitter
         self.lr_scales = dict(lr_scales or {})
+        self.sparse_optimizer_factory = sparse_optimizer  # for sparse-gradient tables
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": _metrics(self.num_classes).clone(prefix=f"{s}/") for s in SPLITS}
         )
@@ -84,6 +88,9 @@ class ClassificationTask(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         weights = datamodule.loss_weights() if hasattr(datamodule, "loss_weights") else None
         self.class_weights = weights.to(self.device) if weights is not None else None
+
+    def on_fit_start(self) -> None:
+        count_training_statistics(self)  # e.g. ngram_bag's naive-Bayes ratios; once per run
 
     @property
     def trainable_parameters(self) -> int:
@@ -184,7 +191,14 @@ class ClassificationTask(L.LightningModule):
         return ([{"params": groups[""]}] if groups[""] else []) + scaled
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
+        # Sparse-gradient tables (an n-gram bag with sparse=True) get their own optimiser, by
+        # default SparseAdam at the same rates (seqbench.training.optimizers says why).
+        optimizer = build_optimizer(
+            self.parameter_groups(),
+            self.optimizer_factory,
+            sparse_parameters(self.net),
+            self.sparse_optimizer_factory,
+        )
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -244,6 +258,9 @@ def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
         scheduler=scheduler,
         batch_splitter=splitter,
         lr_scales=dict(cfg.model.get("lr_scales") or {}),
+        sparse_optimizer=(
+            instantiate(cfg.model.sparse_optimizer) if cfg.model.get("sparse_optimizer") else None
+        ),
     )
     try:
         task.parameter_groups()  # the lr_scales names, checked now rather than at fit time
