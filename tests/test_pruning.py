@@ -18,6 +18,7 @@ from optuna.trial import TrialState, create_trial
 
 from helpers import make_config, tiny
 from seqbench.config.validation import ConfigError, check_config
+from seqbench.report import main
 from seqbench.run.lifecycle import RunLifecycle
 from seqbench.run.optuna_trial import (
     EXPERIMENT_ID_ATTR,
@@ -164,3 +165,18 @@ def test_an_incomplete_trial_node_is_refused(tmp_path):
     cfg = make_config(tmp_path, [*tiny(epochs=1), "++optuna_trial.study=s"])
     with pytest.raises(ConfigError, match="optuna_trial lacks storage, number"):
         check_config(cfg)
+
+
+def test_the_report_leaves_pruned_runs_out_and_says_how_many(store, tmp_path, capsys):
+    pruned_id = store["pruned"][1].run_id
+    args = ["--experiment", EXPERIMENT, "--tracking-uri", store["client"].tracking_uri]
+    args += ["--no-summary-run", "--out", str(tmp_path / "report")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "1 finished run of" in out and pruned_id not in out
+    assert "1 run pruned by Optuna left out" in out and "1 run pruned by Optuna left out" in err
+
+    assert main([*args, "--include-pruned"]) == 0
+    out, err = capsys.readouterr()
+    assert f"({pruned_id}): FINISHED, pruned by Optuna after epoch 0" in out
+    assert "pruned by Optuna left out" not in out + err

@@ -13,8 +13,8 @@ node). The job then
 - when pruned, marks the trial PRUNED itself (user attribute ``seqbench.pruned_epoch``), so
   the storage is right even if the sweeper dies, and tags its MLflow run ``seqbench.pruned``.
 
-Only the rank that tracks (rank 0) opens the storage. Optuna is imported only here and only
-when a job has a trial.
+Only the rank that tracks (rank 0) opens the storage. Optuna (and Hydra's instantiate) are
+imported only when a job has a trial: ``seqbench-report`` reads the tags from here too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.config.store import redact_text, redact_uri
@@ -56,6 +55,7 @@ class TrialLink:
 
     def __init__(self, storage: str, study_name: str, number: int) -> None:
         import optuna
+        from hydra.utils import instantiate
 
         self.number = number
         self.where = f"trial {number} of study {study_name!r} in {redact_uri(storage)}"
