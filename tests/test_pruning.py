@@ -11,12 +11,19 @@ the end and only linked.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState, create_trial
 
-from helpers import make_config, tiny
+from helpers import REPO, free_port, make_config, tiny
+from seqbench.config.store import redact_uri
 from seqbench.config.validation import ConfigError, check_config
 from seqbench.report import main
 from seqbench.run.lifecycle import RunLifecycle
@@ -30,6 +37,8 @@ from seqbench.run.optuna_trial import (
     TrialUnavailable,
 )
 from seqbench.train import train
+from seqbench.training.fit import FitOutcome
+from test_team_server import REQUIRE_POSTGRES, _postgres_missing
 
 EXPERIMENT = "pruning"
 EPOCHS = 3
@@ -180,3 +189,60 @@ def test_the_report_leaves_pruned_runs_out_and_says_how_many(store, tmp_path, ca
     out, err = capsys.readouterr()
     assert f"({pruned_id}): FINISHED, pruned by Optuna after epoch 0" in out
     assert "pruned by Optuna left out" not in out + err
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL cluster on a free loopback port (scripts/postgres_local.sh); its URI, with
+    the password in it as a team's Optuna storage has it."""
+    if reason := _postgres_missing():
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required here (SEQBENCH_REQUIRE_POSTGRES=1): {reason}")
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="seqbench-pruning-pg-"))
+    folder.chmod(0o755)  # the postgres user owns the cluster below it
+    script = str(REPO / "scripts" / "postgres_local.sh")
+    started = subprocess.run(
+        [script, "start", str(folder / "pg"), str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([script, "stop", str(folder / "pg")], timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_postgres_storage_links_the_run_and_its_password_never_reaches_mlflow(
+    postgres, store, tmp_path
+):
+    password = postgres.split("@")[0].rsplit(":", 1)[1]
+    study = optuna.create_study(storage=postgres, study_name="team", direction="maximize")
+    number = study.ask().number
+    cfg = make_config(
+        tmp_path,
+        [
+            *tiny(epochs=1),
+            f"logger.tracking_uri={store['client'].tracking_uri}",
+            "logger.experiment_name=postgres",
+            "+logger.log_model=false",
+            *_trial_overrides(postgres, "team", number),
+        ],
+    )
+    with RunLifecycle(cfg, multirun=False) as run:  # the trainer's part replaced by its outcome
+        assert run.plan()
+        run.start("fp", {})
+        outcome = FitOutcome({"val/acc_best": 0.5}, 1.0, "", tested=False)
+        run.log_result(outcome, task=None, datamodule=None)
+    client = store["client"]
+    recorded = client.get_run(run.run_id)
+    config = Path(client.download_artifacts(run.run_id, "config/config.yaml", str(tmp_path)))
+    written = json.dumps([recorded.data.params, recorded.data.tags]) + config.read_text()
+    assert password and password not in written
+    assert recorded.data.params["optuna_trial.storage"] == redact_uri(postgres)
+    assert "@" not in redact_uri(postgres)
+    linked = optuna.load_study(study_name="team", storage=postgres).trials[number]
+    assert linked.user_attrs[RUN_ID_ATTR] == run.run_id
