@@ -103,8 +103,12 @@ class TrialLink:
         self.trial.set_user_attr(EXPERIMENT_ID_ATTR, str(experiment_id))
 
     def report(self, value: float, epoch: int) -> bool:
-        """Report ``value`` at step ``epoch``; whether the study's pruner stops the trial."""
+        """Report ``value`` at step ``epoch``; whether the study's pruner stops the trial. A trial
+        finished elsewhere (the sweeper gave up on it) takes no report and prunes nothing."""
         if not self.prunes:
+            return False
+        if self._finished():
+            log.warning("Optuna %s is finished already: epoch %d not reported", self.where, epoch)
             return False
         self.trial.report(value, step=epoch)
         return self.trial.should_prune()
