@@ -14,7 +14,9 @@
 
 Only the rank that tracks (rank 0) talks to MLflow. It decides with ``seqbench.run.resume`` and
 passes its decision on: to SLURM's other tasks through ``launch.ddp.publish_decision``, to
-Lightning's DDP children through ``launch.ddp.pass_to_children``.
+Lightning's DDP children through ``launch.ddp.pass_to_children``. A job of an Optuna search
+(``optuna_trial.*``) opens its trial in ``plan``, links it in ``start``, lends every rank the
+pruning callback and tags a pruned run in ``log_result`` (``seqbench.run.optuna_trial``).
 """
 
 from __future__ import annotations
