@@ -50,6 +50,18 @@ def is_pruned(tags: Mapping[str, str]) -> bool:
     return tags.get(PRUNED_TAG) == "true"
 
 
+def _open_storage(url: str):  # noqa: ANN202 - an optuna.storages.BaseStorage
+    """The storage behind ``url``, opened as the sweeper opens it (its ``journal:///`` URLs,
+    SQLite's immediate transactions), else by Optuna's own URL rules (database URLs)."""
+    try:
+        from hydra_plugins.seqbench_optuna_sweeper.storage import open_storage
+    except ImportError:  # a sweeper that has no storage module of its own
+        import optuna
+
+        return optuna.storages.get_storage(url)
+    return open_storage(url)
+
+
 class TrialLink:
     """One trial of a study in an Optuna storage, opened by the job that runs it."""
 
@@ -60,7 +72,7 @@ class TrialLink:
         self.number = number
         self.where = f"trial {number} of study {study_name!r} in {redact_uri(storage)}"
         try:
-            backend = optuna.storages.get_storage(storage)
+            backend = _open_storage(storage)
             study_id = backend.get_study_id_from_name(study_name)
             spec = backend.get_study_user_attrs(study_id).get(PRUNER_ATTR)
             pruner = instantiate(spec) if spec else optuna.pruners.NopPruner()
