@@ -362,7 +362,9 @@ class RunLifecycle:
             client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"], step=self.resumed)
         if outcome.pruned_epoch is not None:  # a partial result: no model to keep
             tracking.set_tags(client, run_id, optuna_trial.pruned_tags(outcome.pruned_epoch))
-            log.info("pruned after epoch %d: %s", outcome.pruned_epoch, metrics)
+            log.info(
+                "pruned after epoch %d: %s", outcome.pruned_epoch, _fmt(metrics.get("val/acc_best"))
+            )
             return self.result
         if outcome.best_path and self.uploader is not None:
             self.uploader.upload_best(Path(outcome.best_path))
