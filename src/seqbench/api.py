@@ -110,7 +110,8 @@ def compare(
     ``val_acc_best_mean``, ``params``, ``epochs``, ``sec_per_epoch`` and the 95% interval
     (``seqbench.report`` documents every column). Accuracies are fractions in [0, 1].
     ``per_run=True`` returns the rows behind the means instead, one per included run (with
-    ``run_id``). Only FINISHED runs with ``test/acc`` count; nothing is written.
+    ``run_id``). Only FINISHED runs with ``test/acc`` count (never a run that Optuna's pruner
+    stopped early: it has no test); nothing is written.
 
     The store is ``tracking_uri``, else the one ``fit`` writes to under ``root``. The other
     options are the report's (``--sweep-id``, ``--latest-sweep``, ``--filter``, ``--group-by``,

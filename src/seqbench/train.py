@@ -34,6 +34,7 @@ from seqbench.run import resume, tracking
 from seqbench.run.checkpoint_io import CheckpointWriteError
 from seqbench.run.interrupt import RunInterrupted, hand_over
 from seqbench.run.lifecycle import RunLifecycle, TrainResult
+from seqbench.run.optuna_trial import TrialUnavailable
 from seqbench.run.outbox import TrackingOutage
 from seqbench.training import fit
 from seqbench.training.callbacks import NonFiniteLossError
@@ -63,6 +64,7 @@ USER_ERRORS = (
     NonFiniteLossError,
     SeriesDataError,
     InputKindError,
+    TrialUnavailable,
 )
 # The user errors that come from one job's own values (a model setting its class refuses, a
 # learning rate that overflows): inside a multirun only that job fails and the sweep goes on.

@@ -103,6 +103,7 @@ RULES: tuple[Rule, ...] = (
     ),  # type: ignore[operator]
     Rule("heartbeat.stale_after", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),  # type: ignore[operator]
     _integer("nonfinite_check.every_n_steps", 0, " (0: off)"),
+    _integer("optuna_trial.number", 0, " (set by the Optuna sweeper)"),
 )
 
 
@@ -155,6 +156,12 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not rule.check(value):
             problems.append(f"{rule.key}={value!r} is not valid: expected {rule.allowed}")
+    trial = _value(cfg, "optuna_trial")
+    if trial not in (_MISSING, None):
+        keys = ("storage", "study", "number")
+        missing = [k for k in keys if not isinstance(trial, DictConfig) or trial.get(k) is None]
+        if missing:
+            problems.append(f"optuna_trial lacks {', '.join(missing)} (the sweeper sets all three)")
     try:
         check_resume_value(cfg.get("resume", "auto"))
     except ResumeError as exc:

@@ -28,6 +28,7 @@ from seqbench.report.reference import (
     load_reference,
     resolve_reference_path,
 )
+from seqbench.report.render import pruned_note
 from seqbench.report.selection import Selection, open_client
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
 
@@ -117,6 +118,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "version of model NAME with the alias champion",
     )
     parser.add_argument(
+        "--include-pruned",
+        action="store_true",
+        help="list the runs Optuna's pruner stopped early (tag seqbench.pruned) under 'Not "
+        "included', with why, instead of only counting them",
+    )
+    parser.add_argument(
         "--stale-after",
         type=float,
         default=DEFAULT_STALE_AFTER,
@@ -141,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = write_outputs(report, out, reference)
         markdown = files["table.md"].read_text(encoding="utf-8")
         print(markdown, end="", flush=True)
+        _say_pruned(report.pruned)
         print(f"seqbench-report: wrote {', '.join(files)} to {out}", file=sys.stderr)
         if not args.no_summary_run:
             _summary_run(client, report, files, markdown)
@@ -193,8 +201,14 @@ def _main_datasets(args: argparse.Namespace) -> int:
     out = args.out or default_out_dir(default_name(report.experiments), report.sweep_id)
     files = write_datasets_outputs(report, out, reference)
     print(files["table.md"].read_text(encoding="utf-8"), end="", flush=True)
+    _say_pruned(sum(r.pruned for r in report.reports))
     print(f"seqbench-report: wrote {', '.join(files)} to {out}", file=sys.stderr)
     return 0
+
+
+def _say_pruned(pruned: int) -> None:
+    if pruned:
+        print(f"seqbench-report: {pruned_note(pruned)}", file=sys.stderr)
 
 
 def _summary_run(client, report, files: dict[str, Path], markdown: str) -> None:

@@ -91,6 +91,7 @@ class Report:
     )  # group label -> val/acc per run
     metric: str = DEFAULT_METRIC  # --metric: another metric adds <name>_mean/_std and ranks by it
     baseline: str | None = None  # --baseline: the row the others are compared with
+    pruned: int = 0  # runs Optuna's pruner stopped, left out (--include-pruned lists them)
 
     @property
     def selection(self) -> str:

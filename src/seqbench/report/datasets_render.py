@@ -163,7 +163,7 @@ def render_datasets_markdown(
             for ref in reference
         ]
     excluded = [(f"`{r.experiment}`: ", e) for r in report.reports for e in r.excluded]
-    lines += not_included(excluded)
+    lines += not_included(excluded, sum(r.pruned for r in report.reports))
     return "\n".join(lines) + "\n"
 
 

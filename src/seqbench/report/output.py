@@ -117,6 +117,7 @@ def log_summary_run(
     try:
         client.log_metric(run_id, "report/runs_included", len(report.runs))
         client.log_metric(run_id, "report/runs_excluded", len(report.excluded))
+        client.log_metric(run_id, "report/runs_pruned", report.pruned)
         for path in files.values():
             client.log_artifact(run_id, str(path))
     except BaseException:

@@ -21,6 +21,7 @@ from seqbench.report.selection import (
     training_runs,
 )
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER
+from seqbench.run.optuna_trial import is_pruned
 
 
 def build_table(
@@ -34,6 +35,7 @@ def build_table(
     stale_after: float = DEFAULT_STALE_AFTER,
     metric: str = DEFAULT_METRIC,
     baseline: str | None = None,
+    include_pruned: bool = False,
 ) -> Report:
     """Select an experiment's training runs and aggregate them per group (``model`` tag by default).
 
@@ -45,6 +47,8 @@ def build_table(
     heartbeat is older than ``stale_after`` seconds, is listed as stale. Every row gets a 95%
     confidence interval of its mean test accuracy; ``baseline`` (a row label, e.g. ``lstm``)
     adds each row's difference from it and Welch's p-value (see ``seqbench.report.statistics``).
+    Runs that Optuna's pruner stopped (tag ``seqbench.pruned``: partial, never tested) are left
+    out and only counted (``Report.pruned``), unless ``include_pruned`` lists them as the others.
     Raises ``ReportError`` when the experiment is unknown, no selected run finished with a
     ``test/acc``, or ``baseline`` names no row."""
     client = open_client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
@@ -55,15 +59,17 @@ def build_table(
     if latest_sweep:
         sweep_id = latest_sweep_id(client, exp_id, filter_string)
     selection = combined_filter(sweep_id, filter_string)
-    records, excluded, curves = collect(
-        client, training_runs(client, exp_id, selection), keys, metric, stale_after
-    )
+    runs = list(training_runs(client, exp_id, selection))
+    pruned = [] if include_pruned else [r for r in runs if is_pruned(r.data.tags)]
+    kept = [r for r in runs if not any(r is p for p in pruned)]
+    records, excluded, curves = collect(client, kept, keys, metric, stale_after)
     if not records:
         detail = "".join(f"\n  {e.run_name} ({e.run_id}): {e.status}, {e.reason}" for e in excluded)
         raise ReportError(
             f"experiment {experiment!r} has no finished runs with test/acc"
             + (f" matching {selection!r}" if selection else "")
             + (f"; not included:{detail}" if excluded else "")
+            + (f"; {len(pruned)} pruned by Optuna (--include-pruned lists them)" if pruned else "")
         )
     runs = pd.DataFrame.from_records(records)
     table = aggregate(runs, keys, metric, baseline)
@@ -81,4 +87,5 @@ def build_table(
         curves={label: curves[label] for label in order if label in curves},
         metric=metric,
         baseline=baseline,
+        pruned=len(pruned),
     )

@@ -13,6 +13,7 @@ from mlflow.entities import Run, RunStatus
 
 from seqbench.report.core import _NOT_FINISHED, DEFAULT_METRIC, Excluded, row_label
 from seqbench.run.heartbeat import liveness
+from seqbench.run.optuna_trial import PRUNED_EPOCH_TAG, is_pruned
 
 
 def key_value(run: Run, key: str) -> str | None:
@@ -42,6 +43,9 @@ def exclusion_reason(
             if alive.alive
             else f"stale: {alive.reason}; relaunch the same command to resume it"
         )
+    if is_pruned(run.data.tags) and "test/acc" not in metrics:
+        epoch = run.data.tags.get(PRUNED_EPOCH_TAG, "?")
+        return f"pruned by Optuna after epoch {epoch} (stopped early, never tested)"
     if "test/acc" not in metrics:
         return "finished without a test/acc metric (trained with test=false?)"
     if metric not in metrics:

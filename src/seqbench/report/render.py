@@ -201,22 +201,32 @@ def render_markdown(report: Report, reference: Sequence[Reference] = ()) -> str:
     ]
     lines[-1] = lines[-1].rstrip()
     lines += ["", " ".join(reading_note(report))]
-    lines += not_included([("", e) for e in report.excluded])
+    lines += not_included([("", e) for e in report.excluded], report.pruned)
     return "\n".join(lines) + "\n"
 
 
-def not_included(excluded: Sequence[tuple[str, Excluded]]) -> list[str]:
+def not_included(excluded: Sequence[tuple[str, Excluded]], pruned: int = 0) -> list[str]:
     """The "Not included" section: every selected run left out, and why (``prefix`` first, e.g.
-    the experiment of a cross-dataset table)."""
-    lines = ["", f"## Not included ({len(excluded)})", ""]
+    the experiment of a cross-dataset table); the ``pruned`` runs only as their number."""
+    lines = ["", f"## Not included ({len(excluded) + pruned})", ""]
     if excluded:
         lines += [
             f"- {prefix}`{e.run_name}` ({e.run_id}): {e.status}, {e.reason}"
             for prefix, e in excluded
         ]
-    else:
+    elif not pruned:
         lines.append("Every selected run is in the table.")
+    if pruned:
+        lines.append(pruned_note(pruned))
     return lines
+
+
+def pruned_note(pruned: int) -> str:
+    """One line on the runs Optuna's pruner stopped, which a table leaves out by default."""
+    return (
+        f"{pruned} run{'s' * (pruned != 1)} pruned by Optuna left out (stopped early, never "
+        "tested; `--include-pruned` lists them)."
+    )
 
 
 _LATEX_SPECIAL = {

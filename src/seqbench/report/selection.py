@@ -29,6 +29,7 @@ class Selection:
     latest_sweep: bool = False
     stale_after: float = DEFAULT_STALE_AFTER
     metric: str = DEFAULT_METRIC
+    include_pruned: bool = False  # runs Optuna's pruner stopped: counted only, unless True
 
     @classmethod
     def from_namespace(cls, args: Any) -> Selection:

@@ -5,5 +5,5 @@
 callbacks it lends the trainer (checkpoints copied to MLflow: ``checkpoints``; heartbeat each
 epoch), and the exit (FINISHED, FAILED with the reason, KILLED on a signal: ``interrupt``).
 ``tracking`` is the MLflow bookkeeping underneath; ``lineage`` and ``plots`` record a run's
-data inputs and confusion matrix.
+data inputs and confusion matrix; ``optuna_trial`` links a search's job to its Optuna trial.
 """

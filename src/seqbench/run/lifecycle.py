@@ -14,7 +14,9 @@
 
 Only the rank that tracks (rank 0) talks to MLflow. It decides with ``seqbench.run.resume`` and
 passes its decision on: to SLURM's other tasks through ``launch.ddp.publish_decision``, to
-Lightning's DDP children through ``launch.ddp.pass_to_children``.
+Lightning's DDP children through ``launch.ddp.pass_to_children``. A job of an Optuna search
+(``optuna_trial.*``) opens its trial in ``plan``, links it in ``start``, lends every rank the
+pruning callback and tags a pruned run in ``log_result`` (``seqbench.run.optuna_trial``).
 """
 
 from __future__ import annotations
@@ -28,20 +30,20 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from seqbench.config.paths import project_root
 from seqbench.config.store import redact_config, redact_uri
 from seqbench.launch import cluster, ddp
 from seqbench.launch.hydra_job import hydra_tags, in_multirun
-from seqbench.run import checkpoints, lineage, outbox, plots, resume, tracking
+from seqbench.run import checkpoints, lineage, optuna_trial, outbox, plots, resume, tracking
 from seqbench.run.checkpoint_io import AtomicCheckpoints
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
 from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, HeartbeatEachEpoch, identity_tags
 from seqbench.run.interrupt import SignalGuard, StopOnSignal
 from seqbench.run.jobs import JOB_KEY_TAG, job_key, result_params
 from seqbench.serving import mlflow_model
+from seqbench.training.pruning import OptunaPruning
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class RunLifecycle:
         self._resolved: dict = {}
         self._key = ""
         self._heartbeat: Heartbeat | None = None
+        self.trial: optuna_trial.TrialLink | None = None  # the sweep's trial (optuna_trial.*)
 
     # -- connect ---------------------------------------------------------------------------
 
@@ -119,6 +122,7 @@ class RunLifecycle:
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
         self._key = job_key(resolved)  # logger.* is no result key: the same with or without secrets
         self._resolved = redact_config(resolved)  # what the run records: no credentials
+        self.trial = optuna_trial.TrialLink.from_config(self.cfg)  # reachable, or nothing written
         stale_after = float(
             (self.cfg.get("heartbeat") or {}).get("stale_after", DEFAULT_STALE_AFTER)
         )
@@ -151,6 +155,8 @@ class RunLifecycle:
             _fmt(metrics.get("test/acc")),
             _fmt(metrics.get("val/acc_best")),
         )
+        if self.trial is not None:  # the trial gets the earlier run (and its pruning)
+            self.trial.follow_skipped(run.info.run_id, self.experiment_id, run.data.tags)
         return self._skip(TrainResult(run.info.run_id, metrics, skipped=True))
 
     def _skip(self, result: TrainResult) -> bool:
@@ -206,6 +212,8 @@ class RunLifecycle:
             self.client.set_terminated(old, "FAILED")
             self._create(launch_tags)
         self.ckpt_path = decided or self.cfg.get("ckpt_path")
+        if self.trial is not None:
+            self.trial.link_run(self.run_id, self.experiment_id)
         ddp.publish_decision(self.cfg.paths.output_root, False, decided)
         ddp.pass_to_children(self.ckpt_path)
         self.outbox = outbox.for_run(self.client, self.cfg, self.run_id)
@@ -275,17 +283,7 @@ class RunLifecycle:
             **launch_tags,
             **{str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()},
         }
-        try:
-            run = client.create_run(self.experiment_id, run_name=cfg.logger.run_name, tags=tags)
-        except MlflowException as exc:
-            if exc.error_code != "PERMISSION_DENIED":
-                raise
-            raise tracking.TrackingAccessDenied(
-                f"the MLflow tracking server at {redact_uri(str(cfg.logger.tracking_uri))} lets "
-                f"this user read experiment {cfg.logger.experiment_name!r} but not log runs in it "
-                "(403): ask its admin to make you a writer (python -m seqbench.config.team_users "
-                "set-role USER --role writer; docs/team-server.md)"
-            ) from None
+        run = tracking.create_run(client, self.experiment_id, cfg.logger, tags)
         self.run_id = run.info.run_id
         tracking.log_params(client, self.run_id, self._resolved)
         client.log_text(self.run_id, OmegaConf.to_yaml(self._resolved), "config/config.yaml")
@@ -334,6 +332,8 @@ class RunLifecycle:
             added.append(outbox.guard(self.outbox, self.cfg, self.run_id, checkpoint_dir))
         if self._heartbeat is not None:
             added.append(HeartbeatEachEpoch(self._heartbeat.beat))
+        if self.cfg.get("optuna_trial"):  # every rank: they all take rank 0's decision
+            added.append(OptunaPruning(str(self.cfg.optimized_metric), self.trial))
         return added
 
     def raise_if_interrupted(self, where: str = "") -> None:
@@ -360,6 +360,12 @@ class RunLifecycle:
         client.log_metric(run_id, "perf/fit_seconds", outcome.fit_seconds, step=self.resumed)
         if "val/acc_best" in metrics:
             client.log_metric(run_id, "val/acc_best", metrics["val/acc_best"], step=self.resumed)
+        if outcome.pruned_epoch is not None:  # a partial result: no model to keep
+            tracking.set_tags(client, run_id, optuna_trial.pruned_tags(outcome.pruned_epoch))
+            log.info(
+                "pruned after epoch %d: %s", outcome.pruned_epoch, _fmt(metrics.get("val/acc_best"))
+            )
+            return self.result
         if outcome.best_path and self.uploader is not None:
             self.uploader.upload_best(Path(outcome.best_path))
         mlflow_model.log_run_model(client, run_id, self.cfg, task, datamodule, outcome.best_path)

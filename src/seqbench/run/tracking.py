@@ -29,7 +29,7 @@ from seqbench.config.access import (  # noqa: F401 - re-exported: the run's conn
     TrackingUnreachable,
     check_reachable,
 )
-from seqbench.config.store import redact_text, sqlite_path
+from seqbench.config.store import redact_text, redact_uri, sqlite_path
 from seqbench.run.interrupt import RunInterrupted
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,24 @@ def open_store(
     with lock if lock is not None else contextlib.nullcontext():
         client = MlflowClient(tracking_uri)
         return client, get_or_create_experiment(client, experiment_name, location)
+
+
+def create_run(
+    client: MlflowClient, experiment_id: str, logger: Any, tags: Mapping[str, str]
+) -> Any:
+    """A new run named ``logger.run_name``; a user who may only read the experiment gets
+    ``TrackingAccessDenied`` saying whom to ask."""
+    try:
+        return client.create_run(experiment_id, run_name=logger.run_name, tags=dict(tags))
+    except MlflowException as exc:
+        if exc.error_code != "PERMISSION_DENIED":
+            raise
+        raise TrackingAccessDenied(
+            f"the MLflow tracking server at {redact_uri(str(logger.tracking_uri))} lets "
+            f"this user read experiment {logger.experiment_name!r} but not log runs in it "
+            "(403): ask its admin to make you a writer (python -m seqbench.config.team_users "
+            "set-role USER --role writer; docs/team-server.md)"
+        ) from None
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:

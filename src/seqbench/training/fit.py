@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seqbench.training.callbacks import EpochTimer, NonFiniteLossGuard, RandomStateInCheckpoint
+from seqbench.training.pruning import pruned_epoch
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class FitOutcome:
     fit_seconds: float
     best_path: str  # the best checkpoint on this machine; "" when there is none
     tested: bool
+    pruned_epoch: int | None = None  # the epoch Optuna's pruner stopped the fit after
 
 
 def config_callbacks(cfg: DictConfig, origin: float | None) -> list[L.Callback]:
@@ -60,7 +62,8 @@ def evaluate(
     trainer: L.Trainer, task: L.LightningModule, datamodule, fit_seconds: float, test: bool
 ) -> FitOutcome:
     """The fitted trainer's metrics, and with ``test`` those of the best checkpoint on the test
-    split (the final weights when that checkpoint is not on this machine)."""
+    split (the final weights when that checkpoint is not on this machine). A fit that Optuna's
+    pruner stopped is not tested: its partial result is no table row."""
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     if best_path and not Path(best_path).is_file():
@@ -76,9 +79,11 @@ def evaluate(
     }
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["val/acc_best"] = float(checkpoint.best_model_score)
+    pruned = pruned_epoch(trainer)
+    test = test and pruned is None
     if test:
         results = trainer.test(
             task, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
         )
         metrics |= {k: float(v) for k, v in results[0].items()}
-    return FitOutcome(metrics, fit_seconds, best_path, test)
+    return FitOutcome(metrics, fit_seconds, best_path, test, pruned)
