@@ -37,6 +37,8 @@ NON_RESULT_KEYS: tuple[str, ...] = (
     "logger.*",  # where the run is recorded and what it is called (incl. Optuna trial tags)
     "hydra.*",
     "optimized_metric",  # what a sweeper reads, not what the run computes
+    "optuna_trial",  # which Optuna trial the run reports to (null: none) ...
+    "optuna_trial.*",  # ... its storage, study and number: a re-run trial is the same job
     "resume",  # how this launch treats earlier runs
     "heartbeat.*",  # liveness bookkeeping
     "nonfinite_check.*",  # a guard: it stops a broken run, it never changes a good one
