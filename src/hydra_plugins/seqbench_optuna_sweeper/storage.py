@@ -14,9 +14,12 @@ A job that reports to its trial opens the URL it was given with :func:`open_stor
 ``journal://`` URL means the same file to both.
 """
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 JOURNAL_SCHEME = "journal://"
 
@@ -53,7 +56,8 @@ def open_storage(
     stale_trial_callback: Callable[[Any, Any], None] | None = None,
 ) -> Any:
     """The Optuna storage behind ``url`` (see the module docstring). ``heartbeat_interval``,
-    ``grace_period`` and ``stale_trial_callback`` turn on Optuna's heartbeat (RDB storage only):
+    ``grace_period`` and ``stale_trial_callback`` turn on Optuna's heartbeat (database storage
+    only; ignored for a journal, which is for one machine, or memory):
     a RUNNING trial whose heartbeat is older than ``grace_period`` seconds is failed by the
     next sweeper that looks, and the callback runs once for it."""
     import inspect
@@ -62,9 +66,10 @@ def open_storage(
     import optuna
 
     if heartbeat_interval is not None and (url is None or journal_path(url) is not None):
-        raise ValueError(
-            "hydra.sweeper.heartbeat_interval needs a database storage (sqlite:// or "
-            f"postgresql://); {url or 'an in-memory study'} has no heartbeat: set it to null"
+        log.info(
+            "%s has no heartbeat (hydra.sweeper.heartbeat_interval ignored); dead sweepers on "
+            "this machine are still found by their process id",
+            url or "an in-memory study",
         )
     if url is None:
         return optuna.storages.InMemoryStorage()
