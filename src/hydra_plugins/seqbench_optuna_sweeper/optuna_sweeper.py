@@ -297,7 +297,10 @@ class OptunaSweeper(Sweeper):
         )
 
         slots = 1 if self._runs_in_process() else self.n_jobs
-        heartbeat = TrialHeartbeat(storage, self.heartbeat_interval)
+        # Only a database storage beats (getattr: a journal or memory storage has no heartbeat).
+        heartbeat = TrialHeartbeat(
+            storage, getattr(storage, "get_heartbeat_interval", lambda: None)()
+        )
         pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 else None
         in_flight: dict[Future | None, Any] = {}
         outcomes: dict[str, int] = {"complete": 0, "pruned": 0, "failed": 0}
