@@ -232,6 +232,9 @@ def test_search_runs_trials_tracks_them_and_resumes_to_n_trials_in_total(tmp_pat
         assert 1e-4 <= trial.params["model.optimizer.lr"] <= 1e-2
         assert trial.params["data.batch_size"] in (32, 64, 128)
         assert Path(trial.user_attrs["seqbench.output_dir"]).is_dir()
+        job = OmegaConf.load(Path(trial.user_attrs["seqbench.output_dir"]) / ".hydra/config.yaml")
+        assert job.optuna_trial.number == trial.number  # the job can reach its trial
+        assert job.optuna_trial.study == STUDY and job.optuna_trial.storage == _storage(tmp_path)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
