@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
@@ -257,3 +260,38 @@ def test_processes_popping_one_sqlite_queue_never_take_the_same_trial(tmp_path):
     taken = [i for p in pops for i in json.loads(p.communicate(timeout=300)[0])]
     assert all(p.returncode == 0 for p in pops)
     assert sorted(taken) == list(range(100))  # each queued trial popped exactly once
+
+
+class _TimedLauncher(Launcher):
+    """Runs no training: each trial's job takes ``seconds[number]`` and returns its number;
+    records when each started and ended (a stand-in for joblib/SLURM, which run elsewhere)."""
+
+    def __init__(self, seconds: dict[int, float]) -> None:
+        self.seconds, self.started, self.ended = seconds, {}, {}
+
+    def setup(self, **kwargs) -> None:  # pragma: no cover - not called
+        pass
+
+    def launch(self, job_overrides, initial_job_idx):
+        (overrides,) = job_overrides
+        self.started[initial_job_idx] = time.monotonic()
+        time.sleep(self.seconds.get(initial_job_idx, 0.05))
+        self.ended[initial_job_idx] = time.monotonic()
+        return [JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=0.5)]
+
+
+def test_a_free_slot_takes_the_next_trial_without_waiting_for_the_slowest(tmp_path):
+    sweeper = _sweeper(f"sqlite:///{tmp_path}/optuna.db", n_trials=6)
+    sweeper.n_jobs = 2
+    sweeper.launcher = launcher = _TimedLauncher({0: 4.0})  # trial 0 is slow
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)
+    sweeper.validate_batch_is_legal = lambda batch: None  # no Hydra app to compose against
+    sweeper.sweep(["model.net.dropout=interval(0, 0.5)"])
+
+    assert sorted(launcher.ended) == list(range(6))  # trial numbers are the job indices
+    # With batches of two, trial 2 would wait for trial 0; here the free slot went on.
+    during_0 = [n for n in range(1, 6) if launcher.ended[n] < launcher.ended[0]]
+    assert during_0[:3] == [1, 2, 3], during_0
+    trials = optuna.load_study(study_name="s", storage=sweeper.storage_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
