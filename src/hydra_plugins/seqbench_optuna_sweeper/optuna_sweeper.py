@@ -217,12 +217,13 @@ class OptunaSweeper(Sweeper):
             conf.get("seed") is not None
         )
 
-    def _fail_interrupted_trials(self, storage: Any, study: Any) -> None:
+    def _fail_interrupted_trials(self, storage: Any, study: Any, report: bool = False) -> None:
         from optuna.trial import TrialState
 
         fail_dead_owners(storage, study, self.owner)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if others := [t.number for t in running if t.user_attrs.get(OWNER_ATTR) != self.owner]:
+        others = [t.number for t in running if t.user_attrs.get(OWNER_ATTR) != self.owner]
+        if others and report:
             log.info("trial(s) %s are RUNNING in other live sweepers; left alone", others)
 
     def next_trial(self, storage: Any, study: Any, distributions: Mapping[str, Any]) -> Any:
@@ -283,7 +284,7 @@ class OptunaSweeper(Sweeper):
         storage, study = self._open_study()
         check_compatible(study.get_trials(deepcopy=False), distributions, study.study_name)
         queue_start_from(study, self.start_from, distributions)
-        self._fail_interrupted_trials(storage, study)
+        self._fail_interrupted_trials(storage, study, report=True)
         log.info(
             "Optuna study %r in %s: %d of %d trials finished; %s %s over %s; pruner %s",
             study.study_name,
@@ -327,10 +328,9 @@ class OptunaSweeper(Sweeper):
                     break
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 for future in done:
+                    results = future.result()  # a launcher error: handled below, still in flight
                     trial = in_flight.pop(future)
-                    self._finish(
-                        storage, study, trial, future.result(), heartbeat, outcomes, returns
-                    )
+                    self._finish(storage, study, trial, results, heartbeat, outcomes, returns)
         except BaseException:  # Ctrl-C, a signal, a launcher error: leave no trial RUNNING
             for trial in in_flight.values():
                 interrupt(storage, study, trial)
