@@ -153,6 +153,7 @@ def test_a_dead_sweepers_trial_is_failed_and_queued_once_however_many_look(tmp_p
     assert count_finished(trials) == 0
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # this test asks by hand
 def test_a_stale_heartbeat_fails_a_trial_of_another_host_and_queues_it_again(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     sweeper = _sweeper(url, heartbeat_interval=1, grace_period=1)
