@@ -4,9 +4,11 @@ one re-run of its trial that continues the killed MLflow run. Real processes, re
 studies (journal file, SQLite), real training on tiny synthetic data, a real MLflow store."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from helpers import tiny
+from helpers import free_port, tiny
 from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     INTERRUPTED_ATTR,
     OUTPUT_DIR_ATTR,
@@ -36,8 +38,8 @@ JOB_KEY_TAG = "seqbench.job_key"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _worker(root: Path, storage: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SEQBENCH_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
+def _worker(root: Path, storage: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(env or {}), "SEQBENCH_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [
         sys.executable,
@@ -67,6 +69,34 @@ def _wait(workers: list[subprocess.Popen], root: Path) -> None:
             raise
     logs = "\n".join(p.read_text()[-3000:] for p in sorted(root.glob("worker-*.log")))
     assert all(w.returncode == 0 for w in workers), logs
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A PostgreSQL on 127.0.0.1 (scripts/postgres_local.sh); yields its URI without the
+    password, which the workers get as PGPASSWORD, as docs/search.md advises."""
+    from test_team_server import SCRIPTS, _postgres_missing
+
+    if reason := _postgres_missing():
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="seqbench-optuna-pg-"))
+    folder.chmod(0o755)  # the postgres user owns the cluster below it
+    started = subprocess.run(
+        [str(SCRIPTS / "postgres_local.sh"), "start", str(folder / "pg"), str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    uri = started.stdout.strip()
+    password = uri.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    os.environ["PGPASSWORD"] = password  # this process reads the study too
+    try:
+        yield uri.replace(f":{password}@", "@")
+    finally:
+        os.environ.pop("PGPASSWORD", None)
+        subprocess.run([str(SCRIPTS / "postgres_local.sh"), "stop", str(folder / "pg")], timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -115,6 +145,13 @@ def test_two_workers_on_one_journal_study_finish_exactly_n_trials(tmp_path):
         assert job.optuna_trial.study == STUDY and job.optuna_trial.storage == storage
     by_trial = {int(r.data.tags["optuna_trial"]): r for r in runs}
     assert sorted(by_trial) == sorted(t.number for t in complete)
+
+
+def test_two_workers_on_one_postgresql_study_finish_exactly_n_trials(tmp_path, postgres):
+    workers = [_worker(tmp_path, postgres), _worker(tmp_path, postgres)]
+    _wait(workers, tmp_path)
+    complete = _check_study(_trials(postgres), _runs(tmp_path), launched=N_TRIALS)
+    assert len({t.user_attrs[OWNER_ATTR]["pid"] for t in complete}) == 2  # both workers worked
 
 
 def test_a_worker_killed_mid_trial_and_relaunched_leaves_one_resumed_rerun(tmp_path):
