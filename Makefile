@@ -11,6 +11,10 @@ SHARED_ARCHIVE := ../shared/data/aclImdb_v1-labeled.tar.gz
 IMDB_ARCHIVE ?= $(if $(wildcard $(SHARED_ARCHIVE)),$(abspath $(SHARED_ARCHIVE)),)
 PORT ?= 5000
 MLFLOW_DB := $(CURDIR)/outputs/mlflow/mlflow.db
+# The Optuna studies of `hparams_search=...` (hydra.sweeper.storage: ${paths.mlflow_dir}/optuna.db).
+STORAGE ?= sqlite:///$(CURDIR)/outputs/mlflow/optuna.db
+DASHBOARD_PORT ?= 8080
+DASHBOARD_SPEC := optuna-dashboard>=0.17
 
 # The MLflow UI test drives Debian's chromium headless. CI (CI=true) or INSTALL_BROWSER=1
 # installs it with apt-get when missing; elsewhere that test skips with the reason.
@@ -28,7 +32,7 @@ EXTRAS ?= dev,slurm,postgres
 KERAS_VENV := benchmarks/.venv-keras
 SEEDS ?= 1,2,3
 
-.PHONY: help install browser cluster-deps tracking-server test test-scenarios test-all lint format demo reproduce ui serve bench bench-env clean
+.PHONY: help install browser cluster-deps tracking-server test test-scenarios test-all lint format demo reproduce ui dashboard serve bench bench-env clean
 
 help:
 	@echo "make demo       offline demo: small sweep on generated data, prints the comparison table"
@@ -36,6 +40,7 @@ help:
 	@echo "make test-scenarios  the multi-process fault and scale-out scenarios (make test-all: both)"
 	@echo "make reproduce  the IMDB comparison: 6 architectures x 3 seeds, then the table"
 	@echo "make ui         MLflow UI on the embedded store at http://127.0.0.1:$(PORT)"
+	@echo "make dashboard  optuna-dashboard on the search studies at http://127.0.0.1:$(DASHBOARD_PORT) (STORAGE=sqlite:///... or journal:///...)"
 	@echo "make serve      serve a model on 127.0.0.1: MODEL=models:/NAME@champion (or runs:/<run id>/model) PORT=5001 HOST=127.0.0.1"
 	@echo "make bench      speed benchmark: seqbench vs plain PyTorch vs the Keras seed (SEEDS=1,2,3)"
 	@echo "make tracking-server  team MLflow tracking server: PostgreSQL, proxied artifacts, sign-in (docs/team-server.md)"
@@ -116,6 +121,15 @@ ui: install
 	@mkdir -p $(dir $(MLFLOW_DB))
 	@$(BIN)/python -m seqbench.report.registry --tracking-uri sqlite:///$(MLFLOW_DB) --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
+
+# optuna-dashboard (the `dashboard` extra) is installed into .venv/ on first use. A journal
+# storage (journal:///path/optuna.journal) is handed over as its file path, which the
+# dashboard reads as a journal. Each trial's MLflow run id is its `mlflow_run_id` attribute.
+dashboard: install
+	@$(BIN)/python -c "import optuna_dashboard" 2>/dev/null || { \
+	  echo "installing $(DASHBOARD_SPEC) into $(VENV) (the dashboard extra)"; \
+	  $(BIN)/python -m pip install --quiet "$(DASHBOARD_SPEC)"; }
+	$(BIN)/optuna-dashboard "$(patsubst journal://%,%,$(STORAGE))" --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 # MLflow starts the scoring server as `exec uvicorn ...`, so the venv's bin/ must be on PATH.
 # Private by default: 127.0.0.1 unless HOST= is given on the command line (docs/security.md).

@@ -29,6 +29,7 @@ from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     count_finished,
     format_value,
     parse_search_space,
+    queue_start_from,
 )
 from seqbench.config.paths import config_dir
 
@@ -184,11 +185,6 @@ def _load_trials(root: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=STUDY, storage=_storage(root)).get_trials()
 
 
-@pytest.mark.slow
-def _sweeper(start_from: list[dict]) -> OptunaSweeper:
-    return OptunaSweeper(1, 1, "maximize", None, None, None, {}, None, start_from=start_from)
-
-
 def test_start_from_is_queued_once_before_any_sampled_trial_and_checked():
     space = {
         "lr": FloatDistribution(1e-4, 1e-2, log=True),
@@ -196,12 +192,12 @@ def test_start_from_is_queued_once_before_any_sampled_trial_and_checked():
         "dropout": FloatDistribution(0.1, 0.6),
     }
     study = optuna.create_study(direction="maximize")
-    _sweeper([{"lr": 3e-3, "batch": 64}])._queue_start_from(study, space)
+    queue_start_from(study, [{"lr": 3e-3, "batch": 64}], space)
     first = study.ask(space)
     assert first.params["lr"] == 3e-3 and first.params["batch"] == 64  # dropout: sampled
     assert first.user_attrs[START_FROM_ATTR] == 0
     study.tell(first, 0.5)
-    _sweeper([{"lr": 3e-3, "batch": 64}])._queue_start_from(study, space)  # a relaunch
+    queue_start_from(study, [{"lr": 3e-3, "batch": 64}], space)  # a relaunch
     assert not study.get_trials(states=(TrialState.WAITING,))  # not queued twice
 
     for bad, message in [
@@ -210,9 +206,10 @@ def test_start_from_is_queued_once_before_any_sampled_trial_and_checked():
         ({"batch": 128}, r"batch=128 is outside CategoricalDistribution"),
     ]:
         with pytest.raises(ValueError, match=message):
-            _sweeper([bad])._queue_start_from(optuna.create_study(), space)
+            queue_start_from(optuna.create_study(), [bad], space)
 
 
+@pytest.mark.slow
 def test_search_runs_trials_tracks_them_and_resumes_to_n_trials_in_total(tmp_path):
     first = _search(
         tmp_path,
@@ -235,6 +232,9 @@ def test_search_runs_trials_tracks_them_and_resumes_to_n_trials_in_total(tmp_pat
         assert 1e-4 <= trial.params["model.optimizer.lr"] <= 1e-2
         assert trial.params["data.batch_size"] in (32, 64, 128)
         assert Path(trial.user_attrs["seqbench.output_dir"]).is_dir()
+        job = OmegaConf.load(Path(trial.user_attrs["seqbench.output_dir"]) / ".hydra/config.yaml")
+        assert job.optuna_trial.number == trial.number  # the job can reach its trial
+        assert job.optuna_trial.study == STUDY and job.optuna_trial.storage == _storage(tmp_path)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])

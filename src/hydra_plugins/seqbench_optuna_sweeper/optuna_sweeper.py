@@ -9,246 +9,86 @@ command line::
     tag(log, interval(low, high))    -> FloatDistribution(log=True)
     tag(int, interval(low, high))    -> IntDistribution   (``tag(int, log, ...)`` for both)
 
-Any other override is passed unchanged to every job. Each batch of ``n_jobs`` trials is launched
-together through the configured Hydra launcher (``hydra/launcher=joblib`` runs it in parallel);
-a job's return value is the objective.
+Any other override is passed unchanged to every job; a job's return value is the objective.
 
-``n_trials`` is the number of finished trials the study should hold (COMPLETE, PRUNED or FAIL),
-so relaunching the same command resumes a persistent study instead of adding ``n_trials`` more.
-Trials left RUNNING by a sweeper process that no longer exists (killed, crashed) are marked FAIL
-with the user attribute ``seqbench.interrupted`` and do not count; the same for a batch cut short
-by Ctrl-C or a signal. Their parameters are queued again, so the next launch re-runs each such
-trial once with the same configuration, which resumes its MLflow run from its checkpoint. A study keeps each parameter's kind and choices: changing
-them (not just a numeric range) is refused before any trial starts; use a new ``study_name``.
+**Asynchronous.** There are no batches: the sweeper keeps up to ``n_jobs`` trials in flight and
+asks for the next one as soon as one finishes. A launcher that runs jobs in other processes
+(``hydra/launcher=joblib``, ``slurm``, ``slurm_local``) gets one ``launch`` call per trial from
+one thread per slot; Hydra's basic launcher runs jobs in this process, one at a time.
+
+**Shared studies.** ``n_trials`` is the number of finished trials the study should hold
+(COMPLETE, PRUNED or FAIL), so relaunching the same command resumes a persistent study, and
+several sweepers started with the same command on one study (a database or journal storage,
+see :mod:`.storage`) together finish exactly ``n_trials`` (:mod:`.trials`). Before each ask a
+sweeper fails the trials of dead sweepers (same host: the pid is gone; any host: Optuna's
+heartbeat went stale) and queues their parameters again, so one re-run, by whichever sweeper
+asks next, continues the interrupted MLflow run (same parameters, same job key).
+
+**Pruning.** ``pruner`` is an Optuna pruner config (``_target_``). The sweeper builds it once to
+check it, sets it on the study and stores its config as the study attribute
+``seqbench.pruner``; each job gets ``++optuna_trial.storage/study/number`` overrides, reports its
+validation metric per epoch, and tells Optuna itself when it prunes. That needs a storage both
+processes reach, so pruning with ``storage: null`` is refused.
+
+A study keeps each parameter's kind and choices: changing them (not just a numeric range) is
+refused before any trial starts; use a new ``study_name``.
 """
 
 import logging
 import math
-import os
 import re
-import socket
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Quote, QuotedString, Transformer
 from hydra.core.utils import JobReturn
-from hydra.errors import CompactHydraException, HydraException
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.config.store import sqlite_path
+from .config import OptunaSweeperConf  # noqa: F401 - registers hydra/sweeper=seqbench_optuna
+from .heartbeat import TrialHeartbeat
+from .pruning import build_pruner, plain_config
+from .results import RESULTS_FILE, write_results  # noqa: F401
+from .space import (  # noqa: F401 - re-exported: the sweeper's public helpers
+    check_compatible,
+    fits,
+    format_value,
+    param_name,
+    parse_search_space,
+    suggest,
+    to_distribution,
+)
+from .storage import open_storage
+from .trials import (  # noqa: F401 - re-exported
+    ERROR_ATTR,
+    INTERRUPTED_ATTR,
+    OUTPUT_DIR_ATTR,
+    OWNER_ATTR,
+    PRUNER_ATTR,
+    RETRY_OF_ATTR,
+    START_FROM_ATTR,
+    SURPLUS_ATTR,
+    budget_used,
+    count_finished,
+    fail_dead_owners,
+    interrupt,
+    new_owner,
+    owner_is_gone,
+    queue_start_from,
+    retry_later,
+    set_aside_surplus,
+    trial_id_of,
+)
 
 log = logging.getLogger(__name__)
 
-OWNER_ATTR = "seqbench.sweeper"  # {"host", "pid", "token"} of the sweeper process that asked for it
-INTERRUPTED_ATTR = "seqbench.interrupted"  # marks a trial failed because its sweeper died
-ERROR_ATTR = "seqbench.error"  # why a trial failed (exception or unusable return value)
-RETRY_OF_ATTR = "seqbench.retry_of"  # an interrupted trial this one re-runs
-START_FROM_ATTR = "seqbench.start_from"  # a trial queued from hydra.sweeper.start_from
-OUTPUT_DIR_ATTR = "seqbench.output_dir"  # the job's Hydra output directory
-RESULTS_FILE = "optimization_results.yaml"
-_SEARCH_TAGS = {"log", "int"}
-
-
-@dataclass
-class OptunaSweeperConf:
-    _target_: str = "hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    # Keep `sampler` a config: the sweeper instantiates it itself (to offset its seed on resume).
-    _recursive_: bool = False
-    # Total finished trials (COMPLETE/PRUNED/FAIL) the study should hold; a relaunch tops it up.
-    n_trials: int = 20
-    # Trials asked for and launched together per batch (parallel with hydra/launcher=joblib).
-    n_jobs: int = 1
-    # "maximize" or "minimize" the value the task function returns.
-    direction: str = "maximize"
-    # Optuna storage URL (e.g. sqlite:///path/optuna.db); null = in memory (no resume).
-    storage: str | None = None
-    # Study in `storage`; loaded if it exists. null = a fresh auto-named study.
-    study_name: str | None = None
-    # Optuna sampler, instantiated with `seed` + (trials already in the study).
-    sampler: Any = field(
-        default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None}
-    )
-    # Search space: {config key or group: override value}, e.g. {lr: "tag(log, interval(1e-4, 1e-2))"}.
-    params: dict[str, Any] = field(default_factory=dict)
-    # If set (e.g. "logger.tags"), every job gets ++<key>.optuna_trial=N and ++<key>.optuna_study=NAME.
-    trial_tags_key: str | None = None
-    # Configurations to try first, each {param: value} over (some of) `params`, queued once when
-    # the study is new (Optuna's enqueue_trial): a known good start, e.g. a hand-tuned model,
-    # that the sampler then has to beat. Parameters a configuration leaves out are sampled.
-    start_from: list[dict[str, Any]] = field(default_factory=list)
-
-
-ConfigStore.instance().store(
-    group="hydra/sweeper",
-    name="seqbench_optuna",
-    node=OptunaSweeperConf,
-    provider="seqbench_optuna_sweeper",
-)
-
-
-def _plain(value: Any) -> Any:
-    """A parsed override element without Hydra's quoting wrapper."""
-    if isinstance(value, QuotedString):
-        return value.text
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def param_name(override: Override) -> str:
-    """The name a swept key gets in Optuna (no +/++ prefix): ``model.optimizer.lr``, ``model``."""
-    return (
-        override.key_or_group
-        if override.package is None
-        else f"{override.key_or_group}@{override.package}"
-    )
-
-
-def to_distribution(override: Override) -> Any:
-    """The Optuna distribution for one sweep override (choice, range or interval)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    name = param_name(override)
-    sweep = override.value()
-    tags = set(getattr(sweep, "tags", set()) or set())
-    if unknown := tags - _SEARCH_TAGS:
-        raise ValueError(
-            f"{name}: unsupported tag(s) {sorted(unknown)}; use {sorted(_SEARCH_TAGS)}"
-        )
-    log_scale, integer = "log" in tags, "int" in tags
-
-    if override.is_choice_sweep():
-        if tags:
-            raise ValueError(f"{name}: tags {sorted(tags)} do not apply to choice()")
-        choices = [_plain(v) for v in override.sweep_iterator()]
-        for choice in choices:
-            if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                raise ValueError(
-                    f"{name}: choice values must be null, bool, int, float or str, got {choice!r}"
-                )
-        return CategoricalDistribution(choices)
-
-    if override.is_range_sweep():
-        values = list(override.sweep_iterator())
-        if not values:
-            raise ValueError(f"{name}: {override.get_value_string()} is empty")
-        low, high, step = min(values), max(values), abs(sweep.step)
-        if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)) or integer:
-            return IntDistribution(int(low), int(high), log=log_scale, step=int(step))
-        if log_scale:
-            raise ValueError(
-                f"{name}: a float range() cannot be log-scaled; use tag(log, interval(...))"
-            )
-        return FloatDistribution(float(low), float(high), step=float(step))
-
-    if override.is_interval_sweep():
-        if integer:
-            return IntDistribution(int(sweep.start), int(sweep.end), log=log_scale)
-        return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
-
-    raise ValueError(f"{name}: {override.input_line!r} is not a choice, range or interval sweep")
-
-
-def format_value(value: Any, parser: OverridesParser) -> str:
-    """``value`` as the right-hand side of an override that parses back to exactly ``value``."""
-    text = Transformer.str(value)
-    if isinstance(value, str):
-        try:
-            parsed = parser.parse_override(f"key={text}").value()
-        except HydraException:
-            parsed = None
-        if not isinstance(parsed, str) or parsed != value:  # e.g. "32", "true", "a b", "it's"
-            text = QuotedString(text=value, quote=Quote.single).with_quotes()
-    return text
-
-
-def parse_search_space(
-    parser: OverridesParser, params: Mapping[str, Any], arguments: Sequence[str]
-) -> tuple[dict[str, tuple[str, Any]], list[str]]:
-    """Split ``params`` (config) and ``arguments`` (command line, wins on the same key) into the
-    search space ``{name: (override key, distribution)}`` and overrides every job gets as they are."""
-    lines = [f"{key}={value}" for key, value in params.items()]
-    merged: dict[str, Override] = {}
-    for override in [*parser.parse_overrides(lines), *parser.parse_overrides(list(arguments))]:
-        merged.pop(param_name(override), None)  # a later override of the same key replaces it
-        merged[param_name(override)] = override
-    space: dict[str, tuple[str, Any]] = {}
-    fixed: list[str] = []
-    for name, override in merged.items():
-        if override.is_sweep_override():
-            space[name] = (override.get_key_element(), to_distribution(override))
-        else:
-            assert override.input_line is not None
-            fixed.append(override.input_line)
-    return space, fixed
-
-
-def suggest(trial: Any, name: str, dist: Any) -> Any:
-    """``trial.suggest_*`` for one distribution (what ``study.ask(distributions)`` does, but with
-    the trial already in hand should a suggestion fail)."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def check_compatible(
-    trials: Sequence[Any], distributions: Mapping[str, Any], study_name: str
-) -> None:
-    """Fail early, before any trial is asked for, when the search space changes a parameter in a
-    way an existing study cannot store: another kind (choice vs interval), another log setting,
-    or other choices."""
-    problems = []
-    for name, new in distributions.items():
-        old = next(
-            (t.distributions[name] for t in reversed(trials) if name in t.distributions), None
-        )
-        if old is None or old == new:
-            continue
-        numeric = not hasattr(new, "choices") and not hasattr(old, "choices")
-        if type(old) is not type(new) or not numeric or old.log != new.log:
-            problems.append(f"{name}: {old} in the study, now {new}")
-    if problems:
-        raise ValueError(
-            f"the search space does not fit study {study_name!r} (choose a new hydra.sweeper.study_name "
-            "or keep these parameters as they were):\n  " + "\n  ".join(problems)
-        )
-
-
-def count_finished(trials: Iterable[Any]) -> int:
-    """Trials that count towards ``n_trials``: COMPLETE, PRUNED or FAIL, but not interrupted."""
-    from optuna.trial import TrialState
-
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in trials if t.state in finished and not t.user_attrs.get(INTERRUPTED_ATTR))
-
-
-def _fits(dist: Any, value: Any) -> bool:
-    """Whether ``value`` is one of a choice's values or inside an interval."""
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):  # a categorical raises for a value it does not hold
-        return False
-
-
-def retry_later(study: Any, trial: Any) -> None:
-    """Queue an interrupted trial's parameters for the next ``ask``. The relaunched job then has
-    the same configuration, hence the same seqbench job key, and continues the interrupted
-    MLflow run from its checkpoint instead of starting a new one (``seqbench.run.resume``)."""
-    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF_ATTR: trial.number})
+TRIAL_KEY = "optuna_trial"  # each job's ++optuna_trial.{storage,study,number}
 
 
 def _redact(url: str | None) -> str | None:
@@ -267,6 +107,9 @@ class OptunaSweeper(Sweeper):
         params: Mapping[str, Any] | None,
         trial_tags_key: str | None,
         start_from: Sequence[Mapping[str, Any]] | None = None,
+        pruner: Any = None,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
     ) -> None:
         for name, value, valid, expected in (
             ("n_trials", n_trials, n_trials >= 0, ">= 0"),
@@ -285,14 +128,14 @@ class OptunaSweeper(Sweeper):
         self.direction = direction
         self.params = dict(params or {})  # the search: space and sampler
         self.sampler_conf = sampler
+        self.pruner_conf = plain_config(pruner) if pruner is not None else None
         self.storage_url = storage  # where the study lives
         self.study_name = study_name
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
         self.trial_tags_key = trial_tags_key
-        self.start_from = [
-            dict(OmegaConf.to_container(c) if OmegaConf.is_config(c) else c)
-            for c in (start_from or [])
-        ]
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+        self.start_from = [dict(plain_config(c)) for c in (start_from or [])]
+        self.owner = new_owner()
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None
@@ -310,16 +153,29 @@ class OptunaSweeper(Sweeper):
 
     # -- study ------------------------------------------------------------------------------
 
+    def _owner_is_gone(self, owner: Any) -> bool:
+        return owner_is_gone(owner, self.owner)
+
     def _open_study(self) -> tuple[Any, Any]:
         import optuna
 
+        pruner = build_pruner(self.pruner_conf)
+        if pruner is not None and self.storage_url is None:
+            raise ValueError(
+                "hydra.sweeper.pruner needs hydra.sweeper.storage: the jobs report to their "
+                "trial through the storage (e.g. sqlite:///outputs/mlflow/optuna.db); "
+                "or set hydra.sweeper.pruner=null"
+            )
         if self.storage_url is None:
             log.warning(
                 "hydra.sweeper.storage is null: the study lives in memory and cannot be resumed"
             )
-        elif (database := sqlite_path(self.storage_url)) is not None:
-            database.expanduser().parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.get_storage(self.storage_url)
+        storage = open_storage(
+            self.storage_url,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+            stale_trial_callback=retry_later,
+        )
         study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
@@ -331,13 +187,16 @@ class OptunaSweeper(Sweeper):
                 f"study {study.study_name!r} in {_redact(self.storage_url)} was created to "
                 f"{study.direction.name.lower()}, not {self.direction}; choose another study_name"
             )
-        seed_offset = len(study.get_trials(deepcopy=False))
-        study.sampler = self._make_sampler(seed_offset)
+        if pruner is not None:
+            study.pruner = pruner
+        study.set_user_attr(PRUNER_ATTR, self.pruner_conf)  # what the jobs build (None: off)
+        study.sampler = self._make_sampler(len(study.get_trials(deepcopy=False)))
         return storage, study
 
     def _make_sampler(self, seed_offset: int) -> Any:
-        """The configured sampler; a set ``seed`` is offset by the study's size so a resumed
-        study does not replay the random start-up suggestions of the first launch."""
+        """The configured sampler; a set ``seed`` is offset (by the trial number it samples
+        for), so a resumed study does not replay the first launch's random suggestions and
+        sweepers sharing a study do not suggest the same ones."""
         from hydra.utils import instantiate
 
         conf = self.sampler_conf
@@ -345,82 +204,71 @@ class OptunaSweeper(Sweeper):
             return None
         if not OmegaConf.is_config(conf) and not isinstance(conf, Mapping):
             return conf  # already a sampler object
-        conf = OmegaConf.create(
-            OmegaConf.to_container(conf, resolve=True) if OmegaConf.is_config(conf) else dict(conf)
-        )
+        conf = OmegaConf.create(plain_config(conf))
         if conf.get("seed") is not None:
             conf.seed = int(conf.seed) + seed_offset
-        return instantiate(conf)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental options (constant_liar) warn each time
+            return instantiate(conf)
 
-    def _owner_is_gone(self, owner: Any) -> bool:
-        """True when the sweeper process that asked for a trial provably no longer runs."""
-        if not isinstance(owner, Mapping) or owner.get("host") != self.owner["host"]:
-            return False  # another machine (or not ours): cannot tell, leave it
-        if owner.get("token") == self.owner["token"]:
-            return False
-        pid = int(owner.get("pid", -1))
-        if pid == os.getpid():
-            return True  # same pid, other token: the pid was reused after that sweeper died
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, OSError):
-            return False
-        return False
+    def _seeded(self) -> bool:
+        conf = self.sampler_conf
+        return (OmegaConf.is_config(conf) or isinstance(conf, Mapping)) and (
+            conf.get("seed") is not None
+        )
 
-    def _fail_interrupted_trials(self, storage: Any, study: Any) -> None:
+    def _fail_interrupted_trials(self, storage: Any, study: Any, report: bool = False) -> None:
         from optuna.trial import TrialState
 
+        fail_dead_owners(storage, study, self.owner)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        stale = [t for t in running if self._owner_is_gone(t.user_attrs.get(OWNER_ATTR))]
-        if stale:
-            study_id = storage.get_study_id_from_name(study.study_name)
-            for trial in stale:
-                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-                storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
-                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-                if trial.params:  # asked and suggested: re-run exactly that configuration
-                    retry_later(study, trial)
-            log.warning(
-                "marked %d trial(s) left RUNNING by a dead sweeper as FAIL (not counted) and "
-                "queued them again with the same parameters: %s",
-                len(stale),
-                [t.number for t in stale],
-            )
-        if others := len(running) - len(stale):
-            log.warning(
-                "%d trial(s) are RUNNING in another live sweeper or on another host; left alone",
-                others,
-            )
+        others = [t.number for t in running if t.user_attrs.get(OWNER_ATTR) != self.owner]
+        if others and report:
+            log.info("trial(s) %s are RUNNING in other live sweepers; left alone", others)
 
-    def _queue_start_from(self, study: Any, distributions: Mapping[str, Any]) -> None:
-        """Queue ``start_from`` before the study's first trial (never again on a relaunch)."""
-        for i, params in enumerate(self.start_from):
-            if unknown := sorted(set(params) - set(distributions)):
-                raise ValueError(
-                    f"hydra.sweeper.start_from[{i}] sets {unknown}, which the search space does "
-                    f"not have; searched: {sorted(distributions)}"
-                )
-            for name, value in params.items():
-                if not _fits(distributions[name], value):
-                    raise ValueError(
-                        f"hydra.sweeper.start_from[{i}]: {name}={value!r} is outside "
-                        f"{distributions[name]}"
-                    )
-        if self.start_from and not study.get_trials(deepcopy=False):
-            for i, params in enumerate(self.start_from):
-                study.enqueue_trial(params, user_attrs={START_FROM_ATTR: i})
-            log.info("queued %d start_from configuration(s) first", len(self.start_from))
+    def next_trial(self, storage: Any, study: Any, distributions: Mapping[str, Any]) -> Any:
+        """Ask for the next trial and suggest its parameters; None when the study has (or is
+        running) its ``n_trials``. A trial that loses a race with another sweeper for the last
+        places is set aside as surplus (and None returned)."""
+        from optuna.trial import TrialState
+
+        self._fail_interrupted_trials(storage, study)
+        trials = study.get_trials(deepcopy=False)
+        if budget_used(trials, self.owner) >= self.n_trials:
+            return None
+        if self._seeded():
+            study.sampler = self._make_sampler(len(trials))  # the number it will most likely get
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "heartbeat ... used with Study.optimize"
+            trial = study.ask()
+        trial.set_user_attr(OWNER_ATTR, self.owner)
+        if budget_used(study.get_trials(deepcopy=False), self.owner, before=trial.number) >= (
+            self.n_trials
+        ):
+            set_aside_surplus(storage, study, trial)
+            return None
+        if self._seeded() and trial.number != len(trials):
+            study.sampler = self._make_sampler(trial.number)
+        try:
+            for name, dist in distributions.items():
+                suggest(trial, name, dist)
+        except BaseException:
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        return trial
 
     # -- sweep ------------------------------------------------------------------------------
+
+    def _runs_in_process(self) -> bool:
+        """Hydra's basic launcher runs the job in this process (Hydra's global state, chdir,
+        logging): one at a time. Other launchers start processes or cluster jobs."""
+        return type(self.launcher).__name__ == "BasicLauncher"
 
     def sweep(self, arguments: list[str]) -> Any:
         assert (
             self.config is not None and self.launcher is not None and self.hydra_context is not None
         )
-        from optuna.trial import TrialState
-
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space, fixed = parse_search_space(parser, self.params, arguments)
         if not space:
@@ -435,54 +283,95 @@ class OptunaSweeper(Sweeper):
 
         storage, study = self._open_study()
         check_compatible(study.get_trials(deepcopy=False), distributions, study.study_name)
-        self._queue_start_from(study, distributions)
-        self._fail_interrupted_trials(storage, study)
-        done = count_finished(study.get_trials(deepcopy=False))
+        queue_start_from(study, self.start_from, distributions)
+        self._fail_interrupted_trials(storage, study, report=True)
         log.info(
-            "Optuna study %r in %s: %d of %d trials finished; %s %s over %s",
+            "Optuna study %r in %s: %d of %d trials finished; %s %s over %s; pruner %s",
             study.study_name,
             _redact(self.storage_url) or "memory",
-            done,
+            count_finished(study.get_trials(deepcopy=False)),
             self.n_trials,
             self.direction,
             self.config.get("optimized_metric", "the return value"),
             {name: str(dist) for name, dist in distributions.items()},
+            (self.pruner_conf or {}).get("_target_"),
         )
 
+        slots = 1 if self._runs_in_process() else self.n_jobs
+        # Only a database storage beats (getattr: a journal or memory storage has no heartbeat).
+        heartbeat = TrialHeartbeat(
+            storage, getattr(storage, "get_heartbeat_interval", lambda: None)()
+        )
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 else None
+        in_flight: dict[Future | None, Any] = {}
+        outcomes: dict[str, int] = {"complete": 0, "pruned": 0, "failed": 0}
         returns: list[Sequence[JobReturn]] = []
-        launched = completed = 0
-        while (remaining := self.n_trials - count_finished(study.get_trials(deepcopy=False))) > 0:
-            trials: list[Any] = []
-            try:
-                for _ in range(min(self.n_jobs, remaining)):
-                    trials.append(study.ask())
-                    trials[-1].set_user_attr(OWNER_ATTR, self.owner)
-                    for name, dist in distributions.items():
-                        suggest(trials[-1], name, dist)
-                batch = [
-                    self._job_overrides(trial, space, fixed, parser, study.study_name)
-                    for trial in trials
-                ]
-                self.validate_batch_is_legal(batch)
-                results = self.launcher.launch(batch, initial_job_idx=launched)
-            except BaseException:  # Ctrl-C, a signal, bad config: leave no trial RUNNING
-                for trial in trials:  # none has been told yet
-                    trial.set_user_attr(INTERRUPTED_ATTR, True)
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                    if len(trial.params) == len(distributions):
-                        retry_later(study, trial)
-                raise
-            for trial, result in zip(trials, results, strict=True):
-                completed += self._tell(study, trial, result)
-            launched += len(trials)
-            returns.append(results)
 
-        self._report(study, sweep_dir)
-        if launched and not completed:
+        try:
+            while True:
+                while len(in_flight) < slots:
+                    trial = self.next_trial(storage, study, distributions)
+                    if trial is None:
+                        break
+                    overrides = self._job_overrides(trial, space, fixed, parser, study.study_name)
+                    self.validate_batch_is_legal([overrides])
+                    heartbeat.add(trial_id_of(storage, study, trial.number))
+                    if pool is not None:
+                        future = pool.submit(self.launcher.launch, [overrides], trial.number)
+                        in_flight[future] = trial
+                        continue
+                    in_flight[None] = trial  # in this process: run it now
+                    results = self.launcher.launch([overrides], initial_job_idx=trial.number)
+                    del in_flight[None]
+                    self._finish(storage, study, trial, results, heartbeat, outcomes, returns)
+                if not in_flight:
+                    break
+                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for future in done:
+                    results = future.result()  # a launcher error: handled below, still in flight
+                    trial = in_flight.pop(future)
+                    self._finish(storage, study, trial, results, heartbeat, outcomes, returns)
+        except BaseException:  # Ctrl-C, a signal, a launcher error: leave no trial RUNNING
+            for trial in in_flight.values():
+                interrupt(storage, study, trial)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            heartbeat.stop()
+        if pool is not None:
+            pool.shutdown()
+
+        write_results(
+            study,
+            sweep_dir,
+            {
+                "storage": _redact(self.storage_url),
+                "direction": self.direction,
+                "n_trials": self.n_trials,
+                "pruner": self.pruner_conf,
+            },
+        )
+        launched = sum(outcomes.values())
+        if launched and not outcomes["complete"] and not outcomes["pruned"]:
             raise RuntimeError(
                 f"all {launched} trials of this sweep failed; see the job logs under {sweep_dir}"
             )
         return returns
+
+    def _finish(
+        self,
+        storage: Any,
+        study: Any,
+        trial: Any,
+        results: Sequence[JobReturn],
+        heartbeat: TrialHeartbeat,
+        outcomes: dict[str, int],
+        returns: list[Sequence[JobReturn]],
+    ) -> None:
+        heartbeat.discard(trial_id_of(storage, study, trial.number))
+        outcomes[self._tell(storage, study, trial, results[0])] += 1
+        returns.append(results)
 
     def _job_overrides(
         self,
@@ -504,12 +393,26 @@ class OptunaSweeper(Sweeper):
                 f"++{self.trial_tags_key}.optuna_trial={trial.number}",
                 f"++{self.trial_tags_key}.optuna_study={format_value(study_name, parser)}",
             ]
+        if self.storage_url is not None:  # the job reaches its trial through the storage
+            overrides += [
+                f"++{TRIAL_KEY}.storage={format_value(self.storage_url, parser)}",
+                f"++{TRIAL_KEY}.study={format_value(study_name, parser)}",
+                f"++{TRIAL_KEY}.number={trial.number}",
+            ]
         return overrides
 
-    def _tell(self, study: Any, trial: Any, result: JobReturn) -> bool:
-        """Report one job's outcome; True when the trial completed with a usable value."""
+    def _tell(self, storage: Any, study: Any, trial: Any, result: JobReturn) -> str:
+        """Report one job's outcome: "complete", "pruned" (the job told Optuna itself) or
+        "failed"."""
         from optuna.trial import TrialState
 
+        stored = storage.get_trial(trial_id_of(storage, study, trial.number))
+        if stored.state.is_finished():  # the job pruned it (or a sweeper failed it as stale)
+            if stored.state == TrialState.PRUNED:
+                log.info("trial %d pruned by its job at step %s", trial.number, stored.last_step)
+                return "pruned"
+            log.warning("trial %d was already %s; not told again", trial.number, stored.state.name)
+            return "failed"
         try:
             output_dir = result.hydra_cfg.hydra.runtime.output_dir if result.hydra_cfg else None
             if output_dir:
@@ -525,8 +428,8 @@ class OptunaSweeper(Sweeper):
                 "trial %d failed: %s: %s", trial.number, type(exc).__name__, exc, exc_info=trace
             )
             trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}"[:1000])
-            study.tell(trial, state=TrialState.FAIL)
-            return False
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            return "failed"
         try:
             value = float(raw)
         except (TypeError, ValueError):
@@ -540,38 +443,8 @@ class OptunaSweeper(Sweeper):
                 metric,
             )
             trial.set_user_attr(ERROR_ATTR, f"unusable return value {raw!r}")
-            study.tell(trial, state=TrialState.FAIL)
-            return False
-        study.tell(trial, value)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            return "failed"
+        study.tell(trial, value, skip_if_finished=True)
         log.info("trial %d finished: %s with %s", trial.number, value, trial.params)
-        return True
-
-    def _report(self, study: Any, sweep_dir: Path) -> None:
-        from optuna.trial import TrialState
-
-        trials = study.get_trials(deepcopy=False)
-        states = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
-        results: dict[str, Any] = {
-            "name": "optuna",
-            "study_name": study.study_name,
-            "storage": _redact(self.storage_url),
-            "direction": self.direction,
-            "n_trials": self.n_trials,
-            "n_finished": count_finished(trials),
-            "trial_states": {k: v for k, v in states.items() if v},
-            "best_trial": None,
-            "best_value": None,
-            "best_params": None,
-        }
-        if states.get("COMPLETE"):
-            best = study.best_trial
-            results |= {
-                "best_trial": best.number,
-                "best_value": best.value,
-                "best_params": dict(best.params),
-            }
-            log.info("Best trial %d: value %s with %s", best.number, best.value, best.params)
-        else:
-            log.warning("no COMPLETE trial in study %r yet", study.study_name)
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
-        log.info("wrote %s", sweep_dir / RESULTS_FILE)
+        return "complete"
