@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # imported for annotations only: the functions import them wh
     import pandas as pd
     from omegaconf import DictConfig
 
-    from seqbench.serving.inference import Predictor
     from seqbench.job import TrainResult
+    from seqbench.serving.inference import Predictor
 
 __all__ = ["compose", "fit", "compare", "load_model", "LoadedModel"]
 
@@ -79,8 +79,8 @@ def fit(overrides: Sequence[str] | None = None, root: str | Path | None = None) 
     >>> result = seqbench.fit(["data=synthetic", "trainer.max_epochs=1"], root="/tmp/seqbench-demo")
     >>> result.metrics["test/acc"]
     """
-    from seqbench.serving.mlflow_model import use_store
     from seqbench.job import train
+    from seqbench.serving.mlflow_model import use_store
 
     cfg = compose(overrides, root)
     # Lightning's MLflow logger sets MLflow's global tracking URI, which MLflow exports as
