@@ -350,24 +350,52 @@ class AutocastProbe(Callback):
         self.path.write_text(json.dumps(self.passes))
 
 
-def run_main(root: Path, args: list[str], monkeypatch, capfd) -> tuple[int, str]:
-    """``seqbench-train ARGS`` through the real Hydra entry point in this process, with
-    ``root`` as the project root: (exit status, stdout + stderr)."""
+def _main_exit_code(args: list[str]) -> int:
+    """``seqbench-train ARGS`` through the real Hydra entry point in this process: its exit
+    status (0 when ``main`` returns)."""
     import sys
 
+    import pytest
     from hydra.core.global_hydra import GlobalHydra
 
     from seqbench.train import main
 
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["seqbench-train", *args])
+        try:
+            main()
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        finally:
+            GlobalHydra.instance().clear()
+    return 0
+
+
+def run_main(root: Path, args: list[str], monkeypatch, capfd) -> tuple[int, str]:
+    """``seqbench-train ARGS`` through the real Hydra entry point in this process, with
+    ``root`` as the project root: (exit status, stdout + stderr)."""
     monkeypatch.setenv("SEQBENCH_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(sys, "argv", ["seqbench-train", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
+    code = _main_exit_code(args)
     out, err = capfd.readouterr()
     return code, out + err
+
+
+def train_in_process(root: Path, args: list[str]) -> None:
+    """``seqbench-train ARGS`` (one run, or a multirun on Hydra's basic launcher, which runs
+    its jobs one after another in the launching process) in this process, with ``root`` as the
+    project root; fails unless it exits 0. For tests and fixtures of any scope whose subject is
+    what the runs leave in the store, not the process: a ``seqbench-train`` process costs ~12
+    CPU-seconds of imports before its first step. ``SEQBENCH_ROOT``, the working directory and
+    MLflow's global store are restored afterwards."""
+    import pytest
+
+    from seqbench.serving.mlflow_model import use_store
+
+    store = f"sqlite:///{root}/outputs/mlflow/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch, use_store(store):
+        patch.setenv("SEQBENCH_ROOT", str(root))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(root)  # where the console tests start it
+        code = _main_exit_code(args)
+    assert code == 0, f"seqbench-train {' '.join(args)} exited {code} (its log is under {root})"

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import chromium_or_skip, rendered_dom, served_process
-from test_sweeps import TINY, run_cli
+from helpers import chromium_or_skip, rendered_dom, served_process, train_in_process
+from test_sweeps import TINY
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Write a 2-run sweep, then serve its SQLite store; stop the server afterwards."""
     root = tmp_path_factory.mktemp("served")
-    run_cli(["-m", "seed=1,2", "model=lstm", "logger.experiment_name=served", *TINY], root)
+    train_in_process(root, ["-m", "seed=1,2", "model=lstm", "logger.experiment_name=served", *TINY])
     cmd = [sys.executable, "-m", "mlflow", "server"]
     cmd += ["--backend-store-uri", f"sqlite:///{root}/outputs/mlflow/mlflow.db"]
     cmd += ["--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]

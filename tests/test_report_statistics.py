@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow import MlflowClient
 from scipy import stats
 
-from helpers import tiny
+from helpers import tiny, train_in_process
 from seqbench.config.paths import config_dir
 from seqbench.report import COLUMNS, ReportError, build_table, load_reference, main
 from seqbench.report.statistics import (
@@ -25,7 +25,6 @@ from seqbench.report.statistics import (
     mean_ci,
     welch_p_value,
 )
-from test_sweeps import run_cli
 
 A = [0.8681, 0.8632, 0.8728]  # three seeds of one row (fractions, as logged)
 B = [0.8890, 0.8802, 0.8911]
@@ -128,10 +127,11 @@ TINY = tiny(epochs=1, n_train=200, n_test=200, console=True)
 
 @pytest.fixture(scope="module")
 def sweep_store(tmp_path_factory) -> str:
-    """``seed=1,2,3`` x ``model=lstm,bigru_pool`` through the console entry point."""
+    """``seed=1,2,3`` x ``model=lstm,bigru_pool`` through the console entry point (in this
+    process: the runs, not the process, are what the tests read)."""
     root = tmp_path_factory.mktemp("stats_sweep")
-    run_cli(
-        ["-m", "model=lstm,bigru_pool", "seed=1,2,3", "logger.experiment_name=stats", *TINY], root
+    train_in_process(
+        root, ["-m", "model=lstm,bigru_pool", "seed=1,2,3", "logger.experiment_name=stats", *TINY]
     )
     return f"sqlite:///{root}/outputs/mlflow/mlflow.db"
 

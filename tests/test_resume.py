@@ -20,6 +20,7 @@ from helpers import (
     make_config,
     metric_points,
     run_cli_to_end,
+    run_main,
     start_cli,
     store,
     wait_until,
@@ -67,11 +68,14 @@ def test_job_key_ignores_where_and_how_fast_but_not_what(tmp_path):
     ]
 
 
-def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that_run(tmp_path):
+def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that_run(
+    tmp_path, monkeypatch, capfd
+):
     """SIGKILL leaves a RUNNING run that MLflow alone would keep forever. The report calls it
     stale (its process is gone); had it been launched on another host, only its heartbeat could
     tell, and a relaunch is refused while the heartbeat is fresh. Then the same command resumes
-    it on a machine without the first launch's output folder (checkpoints from MLflow)."""
+    it on a machine without the first launch's output folder (checkpoints from MLflow). The
+    killed launch is a process; the two relaunches run the command in this process."""
     args = [*SLOW_SYNTHETIC, "trainer.max_epochs=4", "logger.experiment_name=kill9"]
     proc = start_cli(args, tmp_path)
     try:
@@ -97,7 +101,7 @@ def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that
     client.set_tag(run.info.run_id, HOST_TAG, "another-host")
     client.set_tag(run.info.run_id, "seqbench.run.heartbeat", f"{time.time():.0f}")
     assert "still running (heartbeat on another-host" in report_says()
-    refused, log = run_cli_to_end(args, tmp_path)
+    refused, log = run_main(tmp_path, args, monkeypatch, capfd)
     assert refused == 2 and "already running" in log
     wait_until(lambda: "stale: no heartbeat on another-host" in report_says(), None, 30, "stale")
     client.set_tag(run.info.run_id, HOST_TAG, ghost.data.tags[HOST_TAG])  # back to this host
@@ -105,7 +109,7 @@ def test_sigkill_in_the_third_of_four_epochs_then_the_same_command_finishes_that
     # last.ckpt and best.ckpt come from the run's MLflow artifacts.
     shutil.rmtree(ghost.data.tags["output_dir"])
 
-    rc, log = run_cli_to_end(args, tmp_path)
+    rc, log = run_main(tmp_path, args, monkeypatch, capfd)
     assert rc == 0, log[-3000:]
     assert f"resuming MLflow run {run.info.run_id}" in log and "process" in log  # found dead
     assert "checkpoints/downloaded/last.ckpt" in log

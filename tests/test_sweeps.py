@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from helpers import tiny
+from helpers import tiny, train_in_process
 from seqbench.report import build_table
 
 TINY = tiny(epochs=2, console=True)
@@ -42,8 +42,8 @@ def finished_runs(client: MlflowClient, experiment: str) -> list:
 
 
 def test_multirun_grid_gives_one_run_per_job_and_a_correct_table(tmp_path):
-    run_cli(
-        ["-m", "model=lstm,cnn_lstm", "seed=1,2", "logger.experiment_name=grid", *TINY], tmp_path
+    train_in_process(
+        tmp_path, ["-m", "model=lstm,cnn_lstm", "seed=1,2", "logger.experiment_name=grid", *TINY]
     )
     client = store(tmp_path)
     runs = finished_runs(client, "grid")

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import REPO, make_config, probe_autocast, tiny
+from helpers import REPO, make_config, probe_autocast, run_main, tiny
 from seqbench.data.archive import ArchiveError
 from seqbench.train import train
 from test_models import ARCHS, EXPECTED_PARAMS
@@ -196,18 +196,17 @@ def _cli(args: list[str], cwd: Path, root: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypatch):
+def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypatch, capfd):
     """The store and the run's folder land under the project root, and the folder holds this
     run: Hydra's composed config is the config the run logged, and the best checkpoint holds
-    the trained epoch, the network's weights and the checkpoint the run uploaded."""
+    the trained epoch, the network's weights and the checkpoint the run uploaded. The command
+    runs in this process (its exit statuses are tested as a process in test_bad_input.py)."""
     elsewhere = tmp_path / "somewhere"
     elsewhere.mkdir()
-    done = _cli(
-        [*SMALL_SYNTHETIC, "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"],
-        elsewhere,
-        tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.chdir(elsewhere)
+    args = [*SMALL_SYNTHETIC, "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
+    code, output = run_main(tmp_path, args, monkeypatch, capfd)
+    assert code == 0, output[-3000:]
     assert not any(elsewhere.iterdir())  # nothing written to the working directory
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
@@ -219,7 +218,7 @@ def test_cli_runs_from_any_directory_into_the_project_outputs(tmp_path, monkeypa
     assert logged.paths.output_dir == str(run_dir) and logged.data.n_train == 300
     composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     composed.paths.output_dir = str(run_dir)  # ${hydra:runtime.output_dir} outside Hydra
-    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))  # the environment _cli gave the run
+    monkeypatch.setenv("SEQBENCH_ROOT", str(tmp_path))  # the environment the run had
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert OmegaConf.to_container(composed, resolve=True) == OmegaConf.to_container(logged)
 

@@ -8,26 +8,25 @@ before the registry existed (tests/test_job_keys.py pins those keys).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from helpers import cli_env, tiny
+from helpers import run_main, tiny
 from seqbench.run import jobs
 from test_job_keys import PINNED, _key
 
 # A key no class receives (model.* outside model.net), so the older code accepts it too.
 NEW_KEY, NEUTRAL = "model.new_option", False
 NEW_OVERRIDE = f"+{NEW_KEY}=false"
-# The newer seqbench: the same console entry point with the new key's neutral default registered.
-NEWER = (
-    "import seqbench.run.jobs as j; "
-    f"j.NEUTRAL_DEFAULTS[{NEW_KEY!r}] = {NEUTRAL!r}; "
-    "from seqbench.train import main; main()"
-)
+# A 2-job sweep of tiny runs, launched before and after the upgrade.
+SWEEP = [
+    "-m",
+    "seed=1,2",
+    *tiny(1, n_train=100, n_test=40, max_len=20, console=True),
+    "logger.experiment_name=upgrade",
+]
 
 
 @pytest.fixture
@@ -54,26 +53,6 @@ def test_a_neutral_key_in_a_newer_run_is_no_difference_for_resume(newer):
     ]
 
 
-def _launch(root: Path, args: list[str], code: str | None = None) -> str:
-    entry = ["-c", code] if code else ["-m", "seqbench.train"]
-    done = subprocess.run(
-        [
-            sys.executable,
-            *entry,
-            *args,
-            *tiny(1, n_train=100, n_test=40, max_len=20, console=True),
-            "logger.experiment_name=upgrade",
-        ],
-        cwd=root,
-        env=cli_env(root),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return done.stdout + done.stderr
-
-
 def _runs(root: Path) -> list:
     client = MlflowClient(f"sqlite:///{root}/outputs/mlflow/mlflow.db")
     experiment = client.get_experiment_by_name("upgrade")
@@ -81,11 +60,16 @@ def _runs(root: Path) -> list:
 
 
 @pytest.mark.slow
-def test_a_sweep_finished_before_the_upgrade_is_skipped_after_it(tmp_path):
-    _launch(tmp_path, ["-m", "seed=1,2"])  # the older seqbench finishes a 2-job sweep
+def test_a_sweep_finished_before_the_upgrade_is_skipped_after_it(tmp_path, monkeypatch, capfd):
+    """Both launches are the console entry point, run in this process: the older seqbench, then
+    the newer one (the new key's neutral default registered)."""
+    code, output = run_main(tmp_path, SWEEP, monkeypatch, capfd)  # the older seqbench's sweep
+    assert code == 0, output[-3000:]
     before = {r.info.run_id: r.info.status for r in _runs(tmp_path)}
     assert sorted(before.values()) == ["FINISHED", "FINISHED"]
 
-    output = _launch(tmp_path, ["-m", "seed=1,2", NEW_OVERRIDE], code=NEWER)
+    monkeypatch.setitem(jobs.NEUTRAL_DEFAULTS, NEW_KEY, NEUTRAL)  # the newer seqbench
+    code, output = run_main(tmp_path, [*SWEEP, NEW_OVERRIDE], monkeypatch, capfd)
+    assert code == 0, output[-3000:]
     assert output.count("finished earlier as MLflow run") == 2, output[-3000:]
     assert {r.info.run_id: r.info.status for r in _runs(tmp_path)} == before  # nothing retrained

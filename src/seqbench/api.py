@@ -9,7 +9,7 @@
     model.score(["A wonderful film.", "Dull and far too long."])
 
 ``compose`` builds the ``train`` config exactly as ``seqbench-train`` does (``seqbench.config``),
-``fit`` trains and tracks one run (``seqbench.train``), ``compare`` builds the report's table
+``fit`` trains and tracks one run (``seqbench.job``), ``compare`` builds the report's table
 (``seqbench.report``), ``load_model`` scores texts with a logged model (``seqbench.serving``).
 They are exposed lazily as ``seqbench.<name>``: torch, Lightning, MLflow and Hydra are imported
 when a function is first called, so ``import seqbench`` stays cheap. Errors a user can fix are
@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # imported for annotations only: the functions import them wh
     import pandas as pd
     from omegaconf import DictConfig
 
+    from seqbench.job import TrainResult
     from seqbench.serving.inference import Predictor
-    from seqbench.train import TrainResult
 
 __all__ = ["compose", "fit", "compare", "load_model", "LoadedModel"]
 
@@ -79,8 +79,8 @@ def fit(overrides: Sequence[str] | None = None, root: str | Path | None = None) 
     >>> result = seqbench.fit(["data=synthetic", "trainer.max_epochs=1"], root="/tmp/seqbench-demo")
     >>> result.metrics["test/acc"]
     """
+    from seqbench.job import train
     from seqbench.serving.mlflow_model import use_store
-    from seqbench.train import train
 
     cfg = compose(overrides, root)
     # Lightning's MLflow logger sets MLflow's global tracking URI, which MLflow exports as

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 _MISSING = object()
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class ConfigError(ValueError):
@@ -141,10 +143,17 @@ def _value(cfg: DictConfig, key: str) -> object:
     return OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=True)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` listing every value that breaks a rule."""
-    from seqbench.run.resume import ResumeError, check_resume_value
+def resume_problem(value: object) -> str | None:
+    """What is wrong with a ``resume=`` value, or None (``seqbench.run.resume`` acts on it)."""
+    text = str(value)
+    if text in ("auto", "never") or _RUN_ID.match(text):
+        return None
+    return f"resume={text!r} is not valid; use auto, never, or a 32-character run id"
 
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` listing every value that breaks a rule. Only omegaconf is imported
+    here: ``seqbench-train`` runs this before it loads Lightning, torch and MLflow."""
     problems = check_folders(cfg)
     if data_min := _value(cfg, "data.min_len"):
         max_len = _value(cfg, "data.max_len")
@@ -162,9 +171,7 @@ def check_config(cfg: DictConfig) -> None:
         missing = [k for k in keys if not isinstance(trial, DictConfig) or trial.get(k) is None]
         if missing:
             problems.append(f"optuna_trial lacks {', '.join(missing)} (the sweeper sets all three)")
-    try:
-        check_resume_value(cfg.get("resume", "auto"))
-    except ResumeError as exc:
-        problems.append(str(exc))
+    if problem := resume_problem(cfg.get("resume", "auto")):
+        problems.append(problem)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from seqbench.config.access import TrackingUnreachable, check_reachable
 from seqbench.config.store import redact_text
 from seqbench.config.validation import check_folders
-from seqbench.run import tracking
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ class PrepareTrackingStore(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from seqbench.run import tracking  # MLflow: a sweep imports it anyway, a single run later
+
         try:
             logger = config.logger
             tracking.open_store(

@@ -17,7 +17,6 @@ configuration must match this launch's, apart from ``NON_RESULT_KEYS``).
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 
 RESUME_COUNT_TAG = "seqbench.resume_count"
 RESUMED_FROM_STEP_TAG = "seqbench.resumed_from_step"  # global step of the checkpoint resumed
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _RESUMABLE = ("KILLED", "FAILED", "RUNNING")
 
 
@@ -52,13 +50,6 @@ class ResumePlan:
     action: str  # "new" | "skip" | "resume"
     run: Run | None = None
     reason: str = ""
-
-
-def check_resume_value(value: object) -> str:
-    text = str(value)
-    if text in ("auto", "never") or _RUN_ID.match(text):
-        return text
-    raise ResumeError(f"resume={text!r} is not valid; use auto, never, or a 32-character run id")
 
 
 def _job_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
