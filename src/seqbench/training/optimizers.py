@@ -48,6 +48,14 @@ def _rows_and_grad(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, summed.index_add_(0, inverse, values)
 
 
+def _evaluate(closure: Callable[[], Any] | None) -> Any:
+    """The loss from ``closure`` (forward and backward, with gradients on), as ``step`` must."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class RowSparseAdam(torch.optim.Optimizer):
     """Adam for sparse row gradients (embedding tables): only the rows a step touched change,
     and their moments, exactly as ``torch.optim.SparseAdam`` does (the step count is the
@@ -66,10 +74,7 @@ class RowSparseAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
@@ -125,10 +130,7 @@ class SparseDenseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         self.dense.step()
         self.sparse.step()
         return loss
