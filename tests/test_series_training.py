@@ -1,19 +1,23 @@
 """A real numeric training run on a bundled UCR data set, logged to a real SQLite MLflow store:
 what the run records, its MLflow model loaded in a fresh process scoring JSON arrays, and
-``seqbench-predict`` on a ``.npy`` file."""
+``seqbench-predict`` on ``.npy`` and ``.ts`` files and on JSON from stdin, and the model served by
+a real ``mlflow models serve`` answering the request docs/time-series.md shows."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from mlflow import MlflowClient
 
-from helpers import make_config
+from helpers import REPO, make_config, served_process
 from seqbench.data.ucr import bundled_dir
 from seqbench.serving import predict
 from seqbench.serving.numeric import NumericPredictor
@@ -119,3 +123,85 @@ def test_seqbench_predict_scores_a_npy_file(numeric_run, tmp_path, capsys):
         + ["--file", str(tmp_path / "wrong.npy")]
     )
     assert code == 2 and "3 channel(s), the model was trained on 1" in capsys.readouterr().err
+
+
+def _local_probabilities(numeric_run, series: list) -> np.ndarray:
+    """``prob_2`` of the run's network in this process, for ``series`` (lists, None = NaN)."""
+    _, cfg, result = numeric_run
+    local = predict.load_predictor(result.run_id, cfg.logger.tracking_uri, "cpu")
+    arrays = [np.asarray([[np.nan if v is None else v for v in s]], np.float64) for s in series]
+    return local.predict(arrays)["prob_2"].to_numpy()
+
+
+def _documented_request() -> dict:
+    """The JSON body of the ``curl`` in docs/time-series.md's serving block."""
+    text = (REPO / "docs" / "time-series.md").read_text()
+    (body,) = re.findall(r"/invocations.*?-d '(\{.*?\})'", text, flags=re.S)
+    return json.loads(body)
+
+
+def test_mlflow_models_serve_answers_the_documented_json_arrays(numeric_run):
+    """The numeric model behind a real ``mlflow models serve``: the docs' request, and series of
+    unequal lengths (one with a missing value) as records, get the probabilities the network
+    gives in process; a non-numeric value gets a 400."""
+    root, cfg, result = numeric_run
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{result.run_id}/model"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    env = {  # mlflow runs `exec uvicorn`: the venv's bin must be on PATH
+        **os.environ,
+        "MLFLOW_TRACKING_URI": cfg.logger.tracking_uri,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    documented = _documented_request()
+    series = [[0.3, -1.2, 0.8, None, 2.0, 1.1, 0.0], list(np.linspace(-1, 1, 24))]
+    with served_process(cmd, root / "serve-numeric.log", "/ping", env, timeout=240) as base:
+        answer = requests.post(f"{base}/invocations", json=documented, timeout=60)
+        assert answer.status_code == 200, answer.text
+        (row,) = answer.json()["predictions"]
+        assert row["label"] in ("1", "2") and row["steps"] == 4
+        # series of unequal lengths: one per record (MLflow turns "inputs" into one array)
+        records = {"dataframe_records": [{"series": s} for s in series]}
+        more = requests.post(f"{base}/invocations", json=records, timeout=60)
+        assert more.status_code == 200, more.text
+        bad = requests.post(f"{base}/invocations", json={"inputs": [["x", 1.0]]}, timeout=60)
+    rows = more.json()["predictions"]
+    assert [r["steps"] for r in rows] == [7, 24]
+    expected = _local_probabilities(numeric_run, [documented["inputs"]["series"][0], *series])
+    served = [row["prob_2"]] + [r["prob_2"] for r in rows]
+    np.testing.assert_allclose(served, expected, rtol=1e-5)
+    assert bad.status_code == 400, bad.text
+
+
+def test_seqbench_predict_scores_a_ts_file_and_json_from_stdin(numeric_run, tmp_path):
+    """``--file test.ts`` (aeon's loader) and ``--series --file -`` as in the docs, in a fresh
+    ``seqbench-predict`` process: the same probabilities as the network in process."""
+    _, cfg, result = numeric_run
+    from aeon.datasets import load_from_ts_file
+
+    ts = bundled_dir() / "ItalyPowerDemand" / "ItalyPowerDemand_TEST.ts"
+    X, _ = load_from_ts_file(str(ts))
+    base = [sys.executable, "-m", "seqbench.serving.predict", "--model", result.run_id]
+    base += ["--tracking-uri", cfg.logger.tracking_uri, "--format", "jsonl"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    by_file = subprocess.run(
+        [*base, "--file", str(ts)], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert by_file.returncode == 0, by_file.stderr[-3000:]
+    records = [json.loads(line) for line in by_file.stdout.splitlines()]
+    assert len(records) == len(X) == 1029
+    series = [X[0, 0].tolist(), [0.1, 0.5, 0.9, 0.3]]
+    by_stdin = subprocess.run(
+        [*base, "--series", "--file", "-"],
+        input=json.dumps(series),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert by_stdin.returncode == 0, by_stdin.stderr[-3000:]
+    piped = [json.loads(line) for line in by_stdin.stdout.splitlines()]
+    expected = _local_probabilities(numeric_run, series)
+    got = [piped[0]["probabilities"]["2"], piped[1]["probabilities"]["2"]]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert records[0]["probabilities"] == pytest.approx(piped[0]["probabilities"], rel=1e-6)
