@@ -133,16 +133,22 @@ def _local_probabilities(numeric_run, series: list) -> np.ndarray:
     return local.predict(arrays)["prob_2"].to_numpy()
 
 
-def _documented_request() -> dict:
-    """The JSON body of the ``curl`` in docs/time-series.md's serving block."""
+def _documented_requests() -> list[dict]:
+    """The JSON bodies of the ``curl`` requests in docs/time-series.md."""
     text = (REPO / "docs" / "time-series.md").read_text()
-    (body,) = re.findall(r"/invocations.*?-d '(\{.*?\})'", text, flags=re.S)
-    return json.loads(body)
+    return [json.loads(b) for b in re.findall(r"/invocations.*?-d '(\{.*?\})'", text, re.S)]
+
+
+def _series_of(body: dict) -> list:
+    """The series a request body holds: ``inputs.series`` or ``dataframe_records``."""
+    if "dataframe_records" in body:
+        return [record["series"] for record in body["dataframe_records"]]
+    return body["inputs"]["series"]
 
 
 def test_mlflow_models_serve_answers_the_documented_json_arrays(numeric_run):
-    """The numeric model behind a real ``mlflow models serve``: the docs' request, and series of
-    unequal lengths (one with a missing value) as records, get the probabilities the network
+    """The numeric model behind a real ``mlflow models serve``: the docs' requests, and series
+    of unequal lengths (one with a missing value) as records, get the probabilities the network
     gives in process; a non-numeric value gets a 400."""
     root, cfg, result = numeric_run
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{result.run_id}/model"]
@@ -153,50 +159,46 @@ def test_mlflow_models_serve_answers_the_documented_json_arrays(numeric_run):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(sys.path),
     }
-    documented = _documented_request()
-    series = [[0.3, -1.2, 0.8, None, 2.0, 1.1, 0.0], list(np.linspace(-1, 1, 24))]
+    bodies = _documented_requests()
+    assert [sorted(b) for b in bodies] == [["inputs"], ["dataframe_records"]]
+    # series of unequal lengths, one per record (MLflow turns "inputs" into one array)
+    mine = [[0.3, -1.2, 0.8, None, 2.0, 1.1, 0.0], list(np.linspace(-1, 1, 24))]
+    bodies.append({"dataframe_records": [{"series": s} for s in mine]})
     with served_process(cmd, root / "serve-numeric.log", "/ping", env, timeout=240) as base:
-        answer = requests.post(f"{base}/invocations", json=documented, timeout=60)
-        assert answer.status_code == 200, answer.text
-        (row,) = answer.json()["predictions"]
-        assert row["label"] in ("1", "2") and row["steps"] == 4
-        # series of unequal lengths: one per record (MLflow turns "inputs" into one array)
-        records = {"dataframe_records": [{"series": s} for s in series]}
-        more = requests.post(f"{base}/invocations", json=records, timeout=60)
-        assert more.status_code == 200, more.text
+        answers = [requests.post(f"{base}/invocations", json=b, timeout=60) for b in bodies]
         bad = requests.post(f"{base}/invocations", json={"inputs": [["x", 1.0]]}, timeout=60)
-    rows = more.json()["predictions"]
-    assert [r["steps"] for r in rows] == [7, 24]
-    expected = _local_probabilities(numeric_run, [documented["inputs"]["series"][0], *series])
-    served = [row["prob_2"]] + [r["prob_2"] for r in rows]
-    np.testing.assert_allclose(served, expected, rtol=1e-5)
+    assert [a.status_code for a in answers] == [200] * len(bodies), [a.text for a in answers]
     assert bad.status_code == 400, bad.text
+    series = [s for b in bodies for s in _series_of(b)]
+    rows = [row for a in answers for row in a.json()["predictions"]]
+    assert [r["steps"] for r in rows] == [len(s) for s in series]
+    assert all(r["label"] in ("1", "2") for r in rows)
+    expected = _local_probabilities(numeric_run, series)
+    np.testing.assert_allclose([r["prob_2"] for r in rows], expected, rtol=1e-5)
 
 
-def test_seqbench_predict_scores_a_ts_file_and_json_from_stdin(numeric_run, tmp_path):
-    """``--file test.ts`` (aeon's loader) and ``--series --file -`` as in the docs, in a fresh
-    ``seqbench-predict`` process: the same probabilities as the network in process."""
+def test_seqbench_predict_scores_a_ts_file_and_json_from_stdin(numeric_run, capsys):
+    """``--file test.ts`` (aeon's loader) and, in a fresh ``seqbench-predict`` process, ``--series
+    --file -`` as in the docs: the same probabilities as the network in process."""
     _, cfg, result = numeric_run
     from aeon.datasets import load_from_ts_file
 
     ts = bundled_dir() / "ItalyPowerDemand" / "ItalyPowerDemand_TEST.ts"
     X, _ = load_from_ts_file(str(ts))
-    base = [sys.executable, "-m", "seqbench.serving.predict", "--model", result.run_id]
-    base += ["--tracking-uri", cfg.logger.tracking_uri, "--format", "jsonl"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    by_file = subprocess.run(
-        [*base, "--file", str(ts)], capture_output=True, text=True, env=env, timeout=240
-    )
-    assert by_file.returncode == 0, by_file.stderr[-3000:]
-    records = [json.loads(line) for line in by_file.stdout.splitlines()]
+    args = ["--model", result.run_id, "--tracking-uri", cfg.logger.tracking_uri]
+    args += ["--format", "jsonl"]
+    code = predict.main([*args, "--file", str(ts)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    records = [json.loads(line) for line in out.out.splitlines()]
     assert len(records) == len(X) == 1029
     series = [X[0, 0].tolist(), [0.1, 0.5, 0.9, 0.3]]
     by_stdin = subprocess.run(
-        [*base, "--series", "--file", "-"],
+        [sys.executable, "-m", "seqbench.serving.predict", *args, "--series", "--file", "-"],
         input=json.dumps(series),
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         timeout=240,
     )
     assert by_stdin.returncode == 0, by_stdin.stderr[-3000:]
