@@ -56,6 +56,8 @@ def test_the_run_records_data_labels_metrics_and_model(numeric_run):
     inputs = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {f"ItalyPowerDemand-{s}" for s in ("train", "val", "test")}
     assert json.loads(inputs["ItalyPowerDemand-test"].profile)["num_rows"] == 1029
+    schema = json.loads(inputs["ItalyPowerDemand-test"].schema)
+    assert schema["series"] == "float32[length, 1]" and "tokens" not in schema
     models = client.search_logged_models([run.info.experiment_id])
     assert [m.tags.get("seqbench.input_kind") for m in models] == ["numeric"]
 

@@ -58,13 +58,22 @@ def split_source(datamodule: SequenceDataModule, split: str) -> tuple[str, str]:
     return "code", f"seqbench:{type(datamodule).__name__}"
 
 
+def _input_schema(datamodule: SequenceDataModule, data) -> dict[str, str]:
+    """What one example holds: token ids, or numeric steps of ``channels`` values each."""
+    if getattr(datamodule, "input_kind", "tokens") == "numeric":
+        dtype = data.tokens.dtype.name
+        return {"series": f"{dtype}[length, {datamodule.channels}]"}
+    return {"tokens": f"{data.tokens.dtype.name}[]"}
+
+
 def dataset_inputs(datamodule: SequenceDataModule) -> list[DatasetInput]:
     """One MLflow dataset input per split of a set-up ``SequenceDataModule``."""
     inputs = []
     for split, data in datamodule.splits.items():
         source_type, source = split_source(datamodule, split)
         profile = {"num_rows": len(data), "num_classes": datamodule.num_classes}
-        schema = {"tokens": "int32[]", "label": "int64", "classes": datamodule.label_names}
+        schema = {**_input_schema(datamodule, data), "label": "int64"}
+        schema["classes"] = datamodule.label_names
         dataset = Dataset(
             name=f"{datamodule.name}-{split}",
             digest=split_digest(data),
