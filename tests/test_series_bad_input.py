@@ -62,6 +62,11 @@ def _case(name: str, files: Path) -> tuple[list[str], list[str]]:
             ["data=ucr", "data.name=BasicMotion"],
             ["'BasicMotion' is not a UCR/UEA", "Did you mean BasicMotions", "Bundled (offline)"],
         )
+    if name == "offline, name not bundled nor cached":  # nothing listens on port 9
+        return (
+            ["data=ucr", "data.name=Adiac", "data.url='http://127.0.0.1:9/{name}.zip'"],
+            ["could not download http://127.0.0.1:9/Adiac.zip", "data.archive=/path/to/Adiac.zip"],
+        )
     if name == "different channel counts":
         other, _ = toy_series(9, 3)
         test = str(write_npz(files / "test.npz", other, labels))
@@ -110,6 +115,7 @@ def _case(name: str, files: Path) -> tuple[list[str], list[str]]:
 
 ROWS = [
     "unknown dataset name",
+    "offline, name not bundled nor cached",
     "different channel counts",
     "ragged file",
     "non-numeric file",
