@@ -649,3 +649,33 @@ def test_ddp_launcher_keeps_its_children_in_procs():
     launcher.procs = ["child"]  # what _call_children_scripts appends to
     assert ddp.child_processes(trainer) == ["child"]
     assert ddp.child_processes(L.Trainer(accelerator="cpu", logger=False)) == []
+
+
+class _Frozen(_Tiny):
+    """Learns nothing: validation accuracy never improves after the first epoch."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_last_checkpoint_is_written_every_epoch_even_without_improvement(tmp_path):
+    """Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint was saved;
+    ``save_last_if_skipped`` writes it in the other epochs too, so a crash after the last
+    improvement loses one epoch, not every epoch since. Fails if an upgrade renames the
+    private steps it calls."""
+    checkpoint = TrackedCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), monitor="val/acc", mode="max", save_last=True
+    )
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(_Frozen())
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    last = torch.load(checkpoint.last_model_path, map_location="cpu", weights_only=False)
+    assert best["epoch"] == 0  # never improved after the first epoch
+    assert (last["epoch"], last["global_step"]) == (2, 12)  # 3 epochs of 4 steps

@@ -247,6 +247,31 @@ def moved_best(state: dict[str, Any], new_path: str) -> dict[str, Any]:
     return moved
 
 
+def save_last_if_skipped(
+    callback: ModelCheckpoint, trainer: L.Trainer, train_epoch_end: bool
+) -> None:
+    """Write ``last.ckpt`` at the end of an epoch in which ``callback`` wrote nothing; called
+    from both hooks where Lightning saves (``train_epoch_end`` says which one this is).
+
+    Why this uses Lightning's private methods: in Lightning 2.6 (2.6.6) ``ModelCheckpoint`` with
+    ``save_last=True`` refreshes ``last.ckpt`` only in an epoch that saved a top-k checkpoint
+    (``on_validation_end``: "Only save last checkpoint if a checkpoint was actually saved"), so
+    once the monitored metric stops improving ``last.ckpt`` goes stale and a crash repeats every
+    epoch since the last improvement. seqbench promises a checkpoint every epoch (a crash costs
+    at most the epoch in flight), and there is no public switch for it. This calls the same
+    private steps Lightning's own hooks do: ``_should_skip_saving_checkpoint`` (sanity check,
+    fast_dev_run, not fitting, or saved at this step already), ``_should_save_on_train_epoch_end``
+    (which of the two hooks saves), ``_monitor_candidates`` and ``_save_last_checkpoint``;
+    ``tests/test_lifecycle.py`` fails if an upgrade renames them or stops refreshing
+    ``last.ckpt`` in a non-improving epoch.
+    """
+    if not callback.save_last or callback._should_skip_saving_checkpoint(trainer):
+        return
+    if callback._should_save_on_train_epoch_end(trainer) != train_epoch_end:
+        return  # the other hook is the one that saves
+    callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
 class TrackedCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` whose checkpoints also reach the run's MLflow artifacts.
 
@@ -282,8 +307,10 @@ class TrackedCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
+        save_last_if_skipped(self, trainer, train_epoch_end=False)
         self._upload_new()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
+        save_last_if_skipped(self, trainer, train_epoch_end=True)
         self._upload_new()
