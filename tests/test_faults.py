@@ -219,12 +219,11 @@ def launch(
     *overrides: str,
     retries: dict[str, str] | None = SHORT_RETRIES,
     sleep: float = 1.0,
-):
+) -> subprocess.Popen:
     """``seqbench-train`` (a tiny synthetic run, each epoch ``sleep`` s longer) against the
     tracking server ``uri`` as a process; its log is ``root/launch-N.log``. ``retries``: the
     MLflow HTTP retry settings (None: MLflow's defaults)."""
     import os
-    import subprocess
     import sys
 
     from helpers import cli_env
