@@ -81,7 +81,7 @@ class Bench:
         self.folder, self.outage_s = folder, outage_s
         self.server = MlflowServer(self._root("server"))
         self.server.start()
-        self._baselines: dict[tuple[str, float], float] = {}
+        self.baselines: dict[tuple[str, float], float] = {}
 
     def _root(self, name: str) -> Path:
         root = self.folder / f"{name}-{uuid4().hex[:6]}"
@@ -95,12 +95,12 @@ class Bench:
     def baseline(self, server: MlflowServer, sleep: float) -> float:
         """Wall seconds of one fault-free launch with ``sleep`` per epoch on ``server``."""
         key = (server.uri, sleep)
-        if key not in self._baselines:
+        if key not in self.baselines:
             root, experiment = self.project("baseline")
-            self._baselines[key] = timed(root, server.uri, experiment, sleep=sleep)[1]
+            self.baselines[key] = timed(root, server.uri, experiment, sleep=sleep)[1]
             _, points = val_points(server.uri, experiment)
             assert len({p.step for p in points}) == EPOCHS, "the baseline itself lost points"
-        return self._baselines[key]
+        return self.baselines[key]
 
     def close(self) -> None:
         self.server.stop()
@@ -301,7 +301,9 @@ def truncated(bench: Bench) -> Row:
 
 
 def _short(line: str) -> str:
-    return re.sub(r"^\[[^]]*\]\[[^]]*\]\[\w+\] - ", "", line).replace(str(Path.home()), "~")[:160]
+    """A log line without its logging prefix and temporary folders, cut to 160 characters."""
+    line = re.sub(r"^\[[^]]*\]\[[^]]*\]\[\w+\] - ", "", line)
+    return re.sub(r"/\S*/(checkpoints|outbox)/", r".../\1/", line)[:160]
 
 
 def write_failure(bench: Bench) -> Row:
@@ -431,9 +433,13 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     table = render(rows)
+    baselines = ", ".join(
+        f"{s:.0f} s ({uri}, {sleep:g} s sleep)" for (uri, sleep), s in bench.baselines.items()
+    )
     note = (
         f"\n\n{len(rows)} rows in {time.monotonic() - started:.0f} s; load average at the start "
-        f"{load[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)"
+        f"{load[0]:.1f}, at the end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); "
+        f"fault-free baselines: {baselines or 'none'}"
     )
     print(table + note)
     if args.out:
