@@ -81,7 +81,7 @@ class Bench:
         self.folder, self.outage_s = folder, outage_s
         self.server = MlflowServer(self._root("server"))
         self.server.start()
-        self.baselines: dict[tuple[str, float], float] = {}
+        self.baselines: dict[tuple[str, float], float] = {}  # (store kind, sleep): seconds
 
     def _root(self, name: str) -> Path:
         root = self.folder / f"{name}-{uuid4().hex[:6]}"
@@ -94,7 +94,7 @@ class Bench:
 
     def baseline(self, server: MlflowServer, sleep: float) -> float:
         """Wall seconds of one fault-free launch with ``sleep`` per epoch on ``server``."""
-        key = (server.uri, sleep)
+        key = (server.backend.split(":")[0], sleep)  # sqlite or postgresql
         if key not in self.baselines:
             root, experiment = self.project("baseline")
             self.baselines[key] = timed(root, server.uri, experiment, sleep=sleep)[1]
@@ -434,7 +434,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     table = render(rows)
     baselines = ", ".join(
-        f"{s:.0f} s ({uri}, {sleep:g} s sleep)" for (uri, sleep), s in bench.baselines.items()
+        f"{s:.0f} s ({store}, {sleep:g} s sleep)" for (store, sleep), s in bench.baselines.items()
     )
     note = (
         f"\n\n{len(rows)} rows in {time.monotonic() - started:.0f} s; load average at the start "
