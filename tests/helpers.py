@@ -253,6 +253,122 @@ def wait_healthy(url: str, proc, log: Path, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+class MlflowServer:
+    """``mlflow server`` (one worker) over ``backend`` (default: a SQLite file in ``root``) with
+    its artifacts in ``root``; killed and started again on the same port (tests/test_faults.py,
+    benchmarks/faults.py). ``env`` adds to the server's environment."""
+
+    def __init__(self, root: Path, backend: str | None = None, env: dict | None = None) -> None:
+        self.root, self.port, self.proc = Path(root), free_port(), None
+        self.backend = backend or f"sqlite:///{self.root}/mlflow.db"
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.env = env
+
+    def start(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "mlflow", "server", "--workers", "1"]
+        cmd += ["--backend-store-uri", self.backend]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        log = self.root / "server.log"
+        with open(log, "a") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,
+            )
+        wait_healthy(self.uri + "/health", self.proc, log, timeout=120)
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc)
+
+
+def postgres_missing() -> str | None:
+    """Why a local PostgreSQL cannot be started here (None when it can)."""
+    import glob
+    import os
+    import shutil
+
+    if not (shutil.which("pg_ctl") or glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")):
+        return "PostgreSQL not installed (apt-get install postgresql; CI=true make test does)"
+    if shutil.which("psql") is None:
+        return "psql not installed (apt-get install postgresql-client)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "runuser missing: PostgreSQL refuses root and needs the postgres user"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the PostgreSQL driver is missing: pip install -e '.[postgres]'"
+    return None
+
+
+def postgres_or_skip() -> None:
+    """Skip the test when no local PostgreSQL can be started; fail instead under
+    SEQBENCH_REQUIRE_POSTGRES=1 (CI installs it)."""
+    import os
+
+    import pytest
+
+    if reason := postgres_missing():
+        if os.environ.get("SEQBENCH_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here (SEQBENCH_REQUIRE_POSTGRES=1): {reason}")
+        pytest.skip(reason)
+
+
+class LocalPostgres:
+    """A PostgreSQL cluster in a fresh temporary folder on a free loopback port
+    (scripts/postgres_local.sh), stopped and started again on the same port with its data:
+    a database restart or failover under a running ``mlflow server``."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="seqbench-pg-"))
+        self.folder.chmod(0o755)  # as root, the postgres user owns the cluster below it
+        self.port, self.uri = free_port(), ""
+        self.script = str(REPO / "scripts" / "postgres_local.sh")
+
+    def start(self) -> str:
+        """Start (the first time: create) the cluster; its backend store URI."""
+        import subprocess
+
+        done = subprocess.run(
+            [self.script, "start", str(self.folder / "pg"), str(self.port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        log = self.folder / "pg" / "postgres.log"
+        tail = log.read_text()[-2000:] if log.is_file() else ""
+        assert done.returncode == 0, done.stderr + tail
+        self.uri = done.stdout.strip()
+        return self.uri
+
+    def stop(self) -> None:
+        import subprocess
+
+        subprocess.run([self.script, "stop", str(self.folder / "pg")], timeout=60)
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class served_process:  # noqa: N801 - used as a context manager, like open()
     """``with served_process(cmd, log, health_path) as base:`` a server started in its own
     process group on a free 127.0.0.1 port (``{port}`` in ``cmd`` is replaced), waited for

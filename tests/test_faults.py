@@ -4,6 +4,9 @@ resume, tracking-server outages (issue 19). Real training runs, real stores, rea
 from __future__ import annotations
 
 import resource
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
@@ -13,7 +16,7 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
-from helpers import make_config, tiny
+from helpers import LocalPostgres, MlflowServer, make_config, postgres_or_skip, tiny
 from seqbench.run import tracking
 from seqbench.run.checkpoint_io import CheckpointWriteError
 from seqbench.train import train
@@ -24,15 +27,20 @@ class FileSizeLimit(L.Callback):
     checkpoint callbacks (which it runs last) save, this process may no longer write files
     past ``limit`` bytes (RLIMIT_FSIZE; Python ignores SIGXFSZ, so writes fail with EFBIG): a
     full disk, as the file layer reports it to the checkpoint writer. Lifted when the trainer
-    stops, so the run's end reaches the store."""
+    stops, so the run's end reaches the store. ``marker``: only the first time (a file records
+    it), so the same command launched again resumes unharmed."""
 
-    def __init__(self, epoch: int, limit: int) -> None:
+    def __init__(self, epoch: int, limit: int, marker: str | None = None) -> None:
         self.epoch, self.limit = epoch, limit
+        self.marker = Path(marker) if marker else None
         self.saved = resource.getrlimit(resource.RLIMIT_FSIZE)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit, self.saved[1]))
+        if trainer.current_epoch != self.epoch or (self.marker and self.marker.exists()):
+            return
+        if self.marker:
+            self.marker.touch()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit, self.saved[1]))
 
     def _lift(self) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, self.saved)
@@ -196,74 +204,42 @@ class SleepEachEpoch(L.Callback):
         time.sleep(self.seconds)
 
 
-class Server:
-    """``mlflow server`` over one SQLite store, stopped and started again on the same port."""
-
-    def __init__(self, root: Path) -> None:
-        from helpers import free_port
-
-        self.root, self.port, self.proc = root, free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import subprocess
-        import sys
-
-        from helpers import wait_healthy
-
-        cmd = [sys.executable, "-m", "mlflow", "server", "--workers", "1"]
-        cmd += ["--backend-store-uri", f"sqlite:///{self.root}/mlflow.db"]
-        cmd += ["--artifacts-destination", str(self.root / "artifacts")]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        log = self.root / "server.log"
-        with open(log, "a") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_healthy(self.uri + "/health", self.proc, log, timeout=120)
-
-    def kill(self) -> None:
-        import os
-        import signal
-
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        from helpers import stop_process_group
-
-        if self.proc is not None:
-            stop_process_group(self.proc)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("server"))
+    srv = MlflowServer(tmp_path_factory.mktemp("server"))
     srv.start()
     yield srv
     srv.stop()
 
 
-def _launch(root: Path, server: Server, experiment: str, *overrides: str):
-    """``seqbench-train`` against ``server`` as a process; its log is ``root/launch-N.log``."""
+def launch(
+    root: Path,
+    uri: str,
+    experiment: str,
+    *overrides: str,
+    retries: dict[str, str] | None = SHORT_RETRIES,
+    sleep: float = 1.0,
+) -> subprocess.Popen:
+    """``seqbench-train`` (a tiny synthetic run, each epoch ``sleep`` s longer) against the
+    tracking server ``uri`` as a process; its log is ``root/launch-N.log``. ``retries``: the
+    MLflow HTTP retry settings (None: MLflow's defaults)."""
     import os
-    import subprocess
     import sys
 
     from helpers import cli_env
 
     n = len(list(root.glob("launch-*.log")))
-    env = {**cli_env(root), **SHORT_RETRIES}
+    env = {**cli_env(root), **(retries or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     args = [
         *tiny(console=True),
-        f"logger.tracking_uri={server.uri}",
+        f"logger.tracking_uri={uri}",
         f"logger.experiment_name={experiment}",
         "+logger.log_model=false",
         "heartbeat.interval=2",
         "test=false",
-        f"+callbacks.slow._target_={__name__}.SleepEachEpoch",
-        "+callbacks.slow.seconds=1.0",
+        f"+callbacks.slow._target_={SleepEachEpoch.__module__}.SleepEachEpoch",
+        f"+callbacks.slow.seconds={sleep}",
         *overrides,
     ]
     with open(root / f"launch-{n}.log", "w") as log:
@@ -277,56 +253,124 @@ def _launch(root: Path, server: Server, experiment: str, *overrides: str):
         )
 
 
-def _val_points(server: Server, experiment: str) -> tuple[list, list]:
-    client = MlflowClient(server.uri)
+def val_points(uri: str, experiment: str) -> tuple[list, list]:
+    """The experiment's runs and, when there is exactly one, its ``val/acc`` points."""
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id]) if exp else []
     points = client.get_metric_history(runs[0].info.run_id, "val/acc") if len(runs) == 1 else []
     return runs, points
 
 
-def _checkpoint_epoch(root: Path) -> int:
+def checkpoint_epoch(root: Path) -> int:
     (last,) = root.glob("outputs/**/checkpoints/last.ckpt")
     return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"])
 
 
-def _log(root: Path, n: int) -> str:
+def launch_log(root: Path, n: int) -> str:
     return (root / f"launch-{n}.log").read_text()
+
+
+@dataclass
+class Outage:
+    """One run that lived through an outage (``outage_run``)."""
+
+    proc: subprocess.Popen
+    wall_s: float  # the run's process, start to exit
+    away_ms: float  # epoch milliseconds, as MLflow timestamps points
+    back_ms: float
+    outage_s: float  # from the fault until the server answered again
+
+
+def outage_run(
+    root: Path,
+    uri: str,
+    experiment: str,
+    away: Callable[[], None],
+    back: Callable[[], None],
+    seconds: float = 20,
+    after_epochs: int = 3,
+    overrides: tuple[str, ...] = (),
+    **launch_options,
+) -> Outage:
+    """Launch a 30-epoch tiny run against ``uri``; once ``after_epochs`` epochs are checkpointed,
+    ``away()`` (the fault), ``seconds`` later ``back()``; wait for the run to end.
+    ``launch_options`` go to ``launch``."""
+    import time
+
+    from helpers import wait_until
+
+    started = time.monotonic()
+    proc = launch(root, uri, experiment, "trainer.max_epochs=30", *overrides, **launch_options)
+    try:
+        wait_until(lambda: checkpoint_epoch(root) >= after_epochs - 1, proc, 240, "epochs")
+        away()
+        down, away_ms = time.monotonic(), time.time() * 1000
+        time.sleep(seconds)
+        back_ms = time.time() * 1000
+        back()
+        outage = time.monotonic() - down
+        proc.wait(timeout=seconds + 600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return Outage(proc, time.monotonic() - started, away_ms, back_ms, outage)
+
+
+def _nothing_lost(root: Path, uri: str, experiment: str, outage: Outage) -> None:
+    """One run, FINISHED, every epoch's ``val/acc`` once, and epochs logged during the outage."""
+    text = launch_log(root, 0)
+    assert outage.proc.returncode == 0, text[-3000:]
+    assert "unreachable" in text and "training continues" in text and "is back after" in text
+    (run,), points = val_points(uri, experiment)
+    assert run.info.status == "FINISHED"
+    steps = [p.step for p in points]
+    assert len(steps) == 30 and len(set(steps)) == 30, steps  # every epoch once, in the store
+    # logged (timestamped by the trainer) while the server was away: training went on
+    during = [p.step for p in points if outage.away_ms < p.timestamp < outage.back_ms]
+    assert len(during) >= 5, f"training stood still while the server was away: {during}"
+    assert "unreachable" in run.data.tags["seqbench.outage"]
+    assert outage.outage_s > 20
 
 
 @pytest.mark.scenario
 @pytest.mark.slow
 def test_training_goes_on_while_the_server_is_away_and_nothing_is_lost(tmp_path, server):
-    import time
-
-    from helpers import wait_until
-
     experiment = f"outage-{uuid4().hex[:8]}"
-    proc = _launch(tmp_path, server, experiment, "trainer.max_epochs=30")
+    # 20 s: longer than MLflow's (shortened) retries last
+    outage = outage_run(tmp_path, server.uri, experiment, server.kill, server.start, 20)
+    _nothing_lost(tmp_path, server.uri, experiment, outage)
+
+
+@pytest.fixture
+def postgres_server(tmp_path_factory):
+    """``mlflow server`` on a real PostgreSQL (both on free loopback ports); (server, database).
+    Skips when PostgreSQL is missing, fails then under SEQBENCH_REQUIRE_POSTGRES=1."""
+    postgres_or_skip()
+    database = LocalPostgres()
+    srv = None
     try:
-        wait_until(lambda: _checkpoint_epoch(tmp_path) >= 2, proc, 240, "3 epochs")
-        server.kill()
-        down, killed_at = time.monotonic(), time.time() * 1000
-        time.sleep(20)  # longer than MLflow's (shortened) retries last
-        back_at = time.time() * 1000
-        server.start()
-        outage = time.monotonic() - down
-        proc.wait(timeout=180)
+        srv = MlflowServer(tmp_path_factory.mktemp("pg-server"), backend=database.start())
+        srv.start()
+        yield srv, database
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = _log(tmp_path, 0)
-    assert proc.returncode == 0, text[-3000:]
-    assert "unreachable" in text and "training continues" in text and "is back after" in text
-    (run,), points = _val_points(server, experiment)
-    assert run.info.status == "FINISHED"
-    steps = [p.step for p in points]
-    assert len(steps) == 30 and len(set(steps)) == 30, steps  # every epoch once, in the store
-    # logged (timestamped by the trainer) while the server was away: training went on
-    during = [p.step for p in points if killed_at < p.timestamp < back_at]
-    assert len(during) >= 5, f"training stood still while the server was away: {during}"
-    assert "unreachable" in run.data.tags["seqbench.outage"]
-    assert outage > 20
+        if srv is not None:
+            srv.stop()
+        database.remove()
+
+
+@pytest.mark.scenario
+@pytest.mark.slow
+def test_a_postgres_restart_under_the_server_loses_nothing(tmp_path, postgres_server):
+    """The database goes away, the server stays: it answers 503 to every write (MLflow's
+    TEMPORARILY_UNAVAILABLE for a database error), which the outbox waits out like an outage."""
+    server, database = postgres_server
+    experiment = f"pg-restart-{uuid4().hex[:8]}"
+    outage = outage_run(tmp_path, server.uri, experiment, database.stop, database.start, 20)
+    assert server.proc.poll() is None  # the server itself ran throughout
+    _nothing_lost(tmp_path, server.uri, experiment, outage)
+    assert "503" in launch_log(tmp_path, 0)  # the server answered, saying its store was away
 
 
 @pytest.mark.scenario
@@ -338,12 +382,12 @@ def test_past_the_outage_limit_the_run_stops_and_the_same_command_resumes_it(tmp
 
     experiment = f"outage-{uuid4().hex[:8]}"
     overrides = ("trainer.max_epochs=12", "logger.outage_limit_s=6")
-    proc = _launch(tmp_path, server, experiment, *overrides)
+    proc = launch(tmp_path, server.uri, experiment, *overrides)
     try:
-        wait_until(lambda: _checkpoint_epoch(tmp_path) >= 2, proc, 240, "3 epochs")
+        wait_until(lambda: checkpoint_epoch(tmp_path) >= 2, proc, 240, "3 epochs")
         server.kill()
         proc.wait(timeout=90)  # gives up by itself, ~6 s after the server went away
-        stopped = _log(tmp_path, 0)
+        stopped = launch_log(tmp_path, 0)
         assert proc.returncode == 75, stopped[-3000:]  # EX_TEMPFAIL
         assert f"tracking server {server.uri} has been unreachable for" in stopped
         assert "logger.outage_limit_s=6" in stopped and "Traceback" not in stopped
@@ -354,11 +398,11 @@ def test_past_the_outage_limit_the_run_stops_and_the_same_command_resumes_it(tmp
             proc.kill()
         if server.proc.poll() is not None:
             server.start()
-    again = _launch(tmp_path, server, experiment, *overrides)
+    again = launch(tmp_path, server.uri, experiment, *overrides)
     again.wait(timeout=180)
-    assert again.returncode == 0, _log(tmp_path, 1)[-3000:]
-    (run,), points = _val_points(server, experiment)
+    assert again.returncode == 0, launch_log(tmp_path, 1)[-3000:]
+    (run,), points = val_points(server.uri, experiment)
     assert run.info.status == "FINISHED" and run.data.tags["seqbench.resume_count"] == "1"
     steps = [p.step for p in points]
     assert len(steps) == 12 and len(set(steps)) == 12, steps  # no gap, no duplicate
-    assert "delivered" in _log(tmp_path, 1)
+    assert "delivered" in launch_log(tmp_path, 1)

@@ -3,7 +3,6 @@ server` on it with proxied artifacts (scripts/team_server.sh), a parallel sweep 
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -16,25 +15,21 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from helpers import REPO, cli_env, free_port, stop_process_group, wait_healthy
+from helpers import (
+    REPO,
+    cli_env,
+    free_port,
+    postgres_missing,
+    stop_process_group,
+    wait_healthy,
+)
 from test_sweeps import TINY
 
 REQUIRE_POSTGRES = os.environ.get("SEQBENCH_REQUIRE_POSTGRES") == "1"
 SCRIPTS = REPO / "scripts"
 
 
-def _postgres_missing() -> str | None:
-    if not (shutil.which("pg_ctl") or glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")):
-        return "PostgreSQL not installed (apt-get install postgresql; CI=true make test does)"
-    if shutil.which("psql") is None:
-        return "psql not installed (apt-get install postgresql-client)"
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        return "runuser missing: PostgreSQL refuses root and needs the postgres user"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "the PostgreSQL driver is missing: pip install -e '.[postgres]'"
-    return None
+_postgres_missing = postgres_missing  # the name other tests import from here
 
 
 @pytest.fixture(scope="module")

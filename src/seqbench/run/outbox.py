@@ -17,7 +17,9 @@ MLflow 3.x). Hence this small bounded queue of our own:
   next launch's resume delivers it (``deliver_saved``) before it continues the same run.
 
 Errors that a retry cannot fix (HTTP 4xx, e.g. a param logged twice with another value) are
-logged and the item dropped, so one bad record never blocks the queue.
+logged and the item dropped, so one bad record never blocks the queue. A 5xx is the server
+away: ``mlflow server`` answers 503 (TEMPORARILY_UNAVAILABLE) to every write while its
+database restarts, and its ``/health`` still says OK, so each pause ends with another try.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import collections
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -68,6 +71,14 @@ def _permanent(exc: BaseException) -> bool:
         return False
     status = exc.get_http_status_code()
     return 400 <= status < 500 and status != 429
+
+
+def _reason(exc: BaseException) -> str:
+    """The line that says why: for MLflow's exhausted HTTP retries, urllib3's cause (a refused
+    connection, or ``too many 503 error responses`` from a server whose database is away)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    cause = re.search(r"\(Caused by (.+)\)\s*$", text)
+    return (cause.group(1) if cause else text)[:200]
 
 
 class Outbox:
@@ -283,7 +294,7 @@ class Outbox:
                 "MLflow tracking server %s unreachable (%s); training continues, records are "
                 "queued and delivered in order when it is back",
                 self.uri,
-                str(exc).splitlines()[0][:200],
+                _reason(exc),
             )
         while not self._stop:  # at least one pause: a server can answer /health, not writes
             time.sleep(POLL_S)
