@@ -385,8 +385,9 @@ def test_wrong_password_fails_fast_with_one_line_and_leaves_nothing(server, tmp_
     env = _env(tmp_path, server, "walt", password="not-his-password")
     start = time.monotonic()
     done = _train([*TINY, "logger.experiment_name=team"], tmp_path, env, timeout=180)
-    # Imports included, which take 40-70 s on 2 cores shared with 15 busy processes; MLflow's
-    # own retries would take 255 s (docs/bad-input.md). The check above is what is bounded.
+    # The whole command: 3.3-4.3 s at load average 6 on 2 cores (docs/benchmarks.md; Hydra's
+    # launch check runs before the job imports Lightning and torch). The bound is loose on
+    # purpose: figures are measured, not asserted; MLflow's own retries would take 255 s.
     assert time.monotonic() - start < 150
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.strip()]
