@@ -30,6 +30,7 @@ from seqbench.run.heartbeat import (
     HOST_TAG,
     PID_START_TAG,
     PID_TAG,
+    HeartbeatEachEpoch,
     liveness,
     process_start_time,
 )
@@ -401,7 +402,7 @@ def test_the_run_lends_the_trainer_its_uploader_signal_stop_and_heartbeat(tmp_pa
         (stop,) = [c for c in added if isinstance(c, StopOnSignal)]
         assert stop.uploader is run.uploader and stop.checkpoint_dir == tmp_path / "ckpts"
         assert stop.guard is run.guard
-        assert any(isinstance(c, tracking.HeartbeatEachEpoch) for c in added)
+        assert any(isinstance(c, HeartbeatEachEpoch) for c in added)
         assert run.logger().run_id == run.run_id
 
 

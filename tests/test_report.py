@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -189,16 +187,3 @@ def test_reference_file(tmp_path):
     bad.write_text("- {name: x, arch: lstm, test_acc: 86.79, source: somewhere}\n")
     with pytest.raises(ReportError, match="looks like a percentage"):
         load_reference(bad)
-
-
-def test_the_command_line_loads_neither_torch_nor_lightning():
-    """``seqbench-report`` reads runs: torch and Lightning (~9 CPU-seconds to import) would only
-    delay its answer, a wrong password's included (issue 18: one line within 15 s)."""
-    code = (
-        "import sys, seqbench.report.cli\n"
-        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
-    assert done.stdout.strip() == "[]"

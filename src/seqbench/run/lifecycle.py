@@ -39,7 +39,7 @@ from seqbench.launch.hydra_job import hydra_tags, in_multirun
 from seqbench.run import checkpoints, lineage, optuna_trial, outbox, plots, resume, tracking
 from seqbench.run.checkpoint_io import AtomicCheckpoints
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
-from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, identity_tags
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, HeartbeatEachEpoch, identity_tags
 from seqbench.run.interrupt import SignalGuard, StopOnSignal
 from seqbench.run.jobs import JOB_KEY_TAG, job_key, result_params
 from seqbench.serving import mlflow_model
@@ -331,7 +331,7 @@ class RunLifecycle:
         if self.outbox is not None:
             added.append(outbox.guard(self.outbox, self.cfg, self.run_id, checkpoint_dir))
         if self._heartbeat is not None:
-            added.append(tracking.HeartbeatEachEpoch(self._heartbeat.beat))
+            added.append(HeartbeatEachEpoch(self._heartbeat.beat))
         if self.cfg.get("optuna_trial"):  # every rank: they all take rank 0's decision
             added.append(OptunaPruning(str(self.cfg.optimized_metric), self.trial))
         return added

@@ -12,12 +12,11 @@ import getpass
 import logging
 import platform
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import lightning as L
 from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -283,14 +282,3 @@ def logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
     """The last step of every metric a run has logged."""
     keys = client.get_run(run_id).data.metrics
     return {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
-
-
-class HeartbeatEachEpoch(L.Callback):
-    """Refreshes the run's heartbeat (``seqbench.run.heartbeat``) at the end of every training
-    epoch. Here, not beside the heartbeat, which ``seqbench-report`` imports without Lightning."""
-
-    def __init__(self, beat: Callable[[], None]) -> None:
-        self.beat = beat
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.beat()
