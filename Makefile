@@ -14,6 +14,9 @@ MLFLOW_DB := $(CURDIR)/outputs/mlflow/mlflow.db
 # The Optuna studies of `hparams_search=...` (hydra.sweeper.storage: ${paths.mlflow_dir}/optuna.db).
 STORAGE ?= sqlite:///$(CURDIR)/outputs/mlflow/optuna.db
 DASHBOARD_PORT ?= 8080
+# MLflow 3's servers start a job runner (8 huey worker processes, each importing MLflow) for its
+# GenAI jobs; seqbench uses none of them, so `make ui` starts without it (MLFLOW_JOBS=true: on).
+MLFLOW_JOBS ?= false
 DASHBOARD_SPEC := optuna-dashboard>=0.17
 
 # The MLflow UI test drives Debian's chromium headless. CI (CI=true) or INSTALL_BROWSER=1
@@ -120,7 +123,7 @@ tracking-server: install
 ui: install
 	@mkdir -p $(dir $(MLFLOW_DB))
 	@$(BIN)/python -m seqbench.report.registry --tracking-uri sqlite:///$(MLFLOW_DB) --port $(PORT)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$(MLFLOW_JOBS) $(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
 # optuna-dashboard (the `dashboard` extra) is installed into .venv/ on first use. A journal
 # storage (journal:///path/optuna.journal) is handed over as its file path, which the

@@ -10,6 +10,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import SHARED_ARCHIVE, write_fake_imdb  # noqa: E402
 
+# Every `mlflow server` the tests start (and the team server script they run) would otherwise
+# start MLflow 3's job runner: 8 huey worker processes, each importing MLflow (~20 CPU-s per
+# server on CI's 2 cores), for GenAI jobs seqbench never submits. Set here so that every
+# subprocess inherits it; a test can still set it back.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
 
 @pytest.fixture(scope="session")
 def fake_imdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -137,6 +137,13 @@ def cli_env(root: Path) -> dict[str, str]:
     return env
 
 
+def search_cmd(*args: str) -> list[str]:
+    """``seqbench-train -m hparams_search=optuna ARGS`` as a subprocess command line."""
+    import sys
+
+    return [sys.executable, "-m", "seqbench.train", "-m", "hparams_search=optuna", *args]
+
+
 def start_cli(args: list[str], root: Path, own_group: bool = False):
     """``seqbench-train ARGS`` in the background, output to ``root/launch-N.log``.
     ``own_group``: in its own process group, so a signal sent to the group reaches every rank

@@ -112,3 +112,32 @@ def test_no_module_over_400_lines():
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_seqbench_train_lends_exactly_the_jobs_public_names():
+    """``seqbench.train`` loads the job's names lazily from a list of its own: it must name
+    every public name of ``seqbench.job`` (and nothing else), or ``from seqbench.train import
+    X`` breaks for one of them."""
+    import seqbench.job
+    import seqbench.train
+
+    assert set(seqbench.job.__all__) == seqbench.train._FROM_JOB
+    for name in seqbench.job.__all__:
+        assert getattr(seqbench.train, name) is getattr(seqbench.job, name)
+
+
+def test_the_report_reads_runs_without_importing_lightning_or_torch():
+    """``seqbench-report`` reads the store and heartbeats only: the Lightning side of the
+    heartbeat lives apart (``run.heartbeat_callback``), so the report pays no Lightning or torch
+    import (several CPU-seconds per call)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, seqbench.report.cli; print(sorted({'lightning', 'torch'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

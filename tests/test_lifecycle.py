@@ -30,10 +30,10 @@ from seqbench.run.heartbeat import (
     HOST_TAG,
     PID_START_TAG,
     PID_TAG,
-    HeartbeatEachEpoch,
     liveness,
     process_start_time,
 )
+from seqbench.run.heartbeat_callback import HeartbeatEachEpoch
 from seqbench.run.interrupt import RunInterrupted, StopOnSignal
 from seqbench.run.jobs import JOB_KEY_TAG
 from seqbench.run.lifecycle import RunLifecycle

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from helpers import make_config, tiny
+from helpers import cli_env, make_config, search_cmd, tiny
 from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     ERROR_ATTR,
     INTERRUPTED_ATTR,
@@ -162,18 +162,8 @@ def test_hparams_search_selects_the_plugin_and_plain_multirun_keeps_the_basic_sw
 
 
 def _search(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEQBENCH_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "seqbench.train",
-        "-m",
-        "hparams_search=optuna",
-        *TINY,
-        f"hydra.sweeper.study_name={STUDY}",
-        *args,
-    ]
+    cmd = search_cmd(*TINY, f"hydra.sweeper.study_name={STUDY}", *args)
+    env = cli_env(root)
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
 

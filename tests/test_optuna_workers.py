@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from helpers import free_port, tiny
+from helpers import cli_env, free_port, search_cmd, tiny
 from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     INTERRUPTED_ATTR,
     OUTPUT_DIR_ATTR,
@@ -39,21 +38,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _worker(root: Path, storage: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, **(env or {}), "SEQBENCH_ROOT": str(root), "HYDRA_FULL_ERROR": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "seqbench.train",
-        "-m",
-        "hparams_search=optuna",
+    env = {**cli_env(root), **(env or {})}
+    cmd = search_cmd(
         *tiny(epochs=2, console=True),
         "num_threads=1",
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweeper.study_name={STUDY}",
         f"hydra.sweeper.n_trials={N_TRIALS}",
         *args,
-    ]
+    )
     log = open(root / f"worker-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

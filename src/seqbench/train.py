@@ -34,13 +34,8 @@ register_resolvers()
 EXIT_TEMPFAIL = 75
 # The job's names, still importable from here (``from seqbench.train import train``) but loaded
 # with the job on first use.
-_FROM_JOB = (
-    "JOB_ERRORS",
-    "TEMPORARY_FAILURES",
-    "USER_ERRORS",
-    "TrainResult",
-    "setup_datamodule",
-    "train",
+_FROM_JOB = frozenset(
+    ["JOB_ERRORS", "TEMPORARY_FAILURES", "USER_ERRORS", "TrainResult", "setup_datamodule", "train"]
 )
 
 

@@ -33,9 +33,25 @@ def bundled_dir() -> Path:
 
 
 def bundled_names() -> list[str]:
-    """Classification data sets shipped inside aeon (a ``<name>_TRAIN.ts`` in their folder)."""
+    """Classification data sets shipped inside aeon: a ``<name>_TRAIN.ts`` whose header says
+    ``@classLabel true`` (aeon also ships regression sets, e.g. CardanoSentiment, whose targets
+    are numbers, not classes)."""
     root = bundled_dir()
-    return sorted(p.name for p in root.iterdir() if (p / f"{p.name}_TRAIN.ts").is_file())
+    return sorted(p.name for p in root.iterdir() if _has_class_labels(p / f"{p.name}_TRAIN.ts"))
+
+
+def _has_class_labels(ts_file: Path) -> bool:
+    """Whether a ``.ts`` file's header declares class labels (read up to ``@data`` only)."""
+    if not ts_file.is_file():
+        return False
+    with ts_file.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            words = line.strip().lower().split()
+            if words[:1] == ["@data"]:
+                return False
+            if words[:2] == ["@classlabel", "true"]:
+                return True
+    return False
 
 
 def archive_names() -> set[str]:

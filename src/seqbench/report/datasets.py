@@ -4,6 +4,11 @@ dataset (text or numeric alike), with the models ranked across datasets (``ranki
 Each experiment is read exactly as the single-experiment report reads it (``build_table``: same
 sweep, filter, grouping and exclusion rules), so a cell is that report's row for the model: the
 mean and sample std of the metric over the model's runs (its seeds) on that dataset.
+
+The best *measured* mean of a column is a choice made on test data. Each column therefore also
+names the model validation alone would choose (``<dataset>_chosen``): the highest mean best
+validation accuracy, ties to the model with fewer parameters (then by name), the figure to
+quote for "the best model on this dataset".
 """
 
 from __future__ import annotations
@@ -75,8 +80,20 @@ def _cells(report: Report, metric: str) -> pd.DataFrame:
             "n": table["n"].astype(int),
             "mean": table[f"{stem}_mean"].astype(float),
             "std": table[f"{stem}_std"].astype(float),
+            "val": table["val_acc_best_mean"].astype(float),
+            "params": table["params"].astype(float),
         }
     )
+
+
+def chosen_on_validation(cells: pd.DataFrame) -> str | None:
+    """The label validation alone chooses among ``cells`` (indexed by label): the highest mean
+    best validation accuracy, ties to fewer parameters, then the label; None without any."""
+    known = cells[cells["val"].notna()]
+    if known.empty:
+        return None
+    order = sorted(known.index, key=lambda m: (-known.at[m, "val"], known.at[m, "params"], m))
+    return order[0]
 
 
 def build_datasets_table(
@@ -121,6 +138,7 @@ def build_datasets_table(
         table[f"{name}_std"] = cell["std"].to_numpy()
         ranks = ranking.ranks[name] if name in ranking.used else pd.Series(dtype=float)
         table[f"{name}_rank"] = ranks.reindex(order).to_numpy()
+        table[f"{name}_chosen"] = [m == chosen_on_validation(cells[name]) for m in order]
     table["average_rank"] = ranking.average_rank.reindex(order).to_numpy()
     ranking.scores = ranking.scores.loc[order]
     return DatasetsReport(

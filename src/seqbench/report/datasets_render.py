@@ -14,6 +14,7 @@ from seqbench.report.reference import DatasetReference
 from seqbench.report.render import _p, _pct, booktabs, latex_escape, not_included
 
 MISSING = "–"  # a model with no finished run on a dataset
+CHOSEN = "†"  # the model chosen per dataset on validation, never on test
 
 
 def _value(x: float, percent: bool) -> str:
@@ -33,6 +34,7 @@ def _rows(
     pm: str,
     bold: Callable[[str], str],
     text: Callable[[str], str],
+    chosen: str = CHOSEN,
 ) -> tuple[list[list[str]], int]:
     """Display cells: one row per model (best mean per dataset in ``bold``), then the published
     rows; returns the rows and how many are measured."""
@@ -49,6 +51,8 @@ def _rows(
             cell = _value(mean, percent) + ("" if pd.isna(std) else f" {pm} {_value(std, percent)}")
             if n != typical:
                 cell += f" (n={n})"
+            if r[f"{name}_chosen"]:
+                cell += f" {chosen}"
             cells.append(bold(cell) if mean == table[f"{name}_mean"].max() else cell)
         rank = r["average_rank"]
         cells.append("" if pd.isna(rank) else f"{rank:.2f}")
@@ -84,8 +88,10 @@ def reading_note(report: DatasetsReport, published: bool) -> list[str]:
     n = _typical_n(report)
     note = [
         f"Cells: mean ± sample std (ddof=1) of {unit} over a model's runs on that dataset "
-        f"(n = {n} runs per cell unless marked), bold: the best measured mean per dataset, "
-        f"{MISSING}: no finished run.",
+        f"(n = {n} runs per cell unless marked), bold: the best measured mean per dataset (a "
+        f"choice made on test data), {CHOSEN}: the model validation alone chooses (highest mean "
+        "best validation accuracy; ties: fewer parameters), the figure to quote as the "
+        f"dataset's best, {MISSING}: no finished run.",
         f"avg rank: a model's rank on each dataset (1 = best, ties share the average rank), "
         f"averaged over the {len(ranking.used)} dataset{'s' * (len(ranking.used) != 1)} where "
         "every model has runs.",
@@ -173,7 +179,8 @@ def render_datasets_latex(
     """A booktabs ``tabular`` of the table; published rows below a ``\\midrule``; the notes and
     the tests' results as comment lines above it."""
     reference = shown(report, reference)
-    rows, measured = _rows(report, reference, r"$\pm$", lambda s: rf"\textbf{{{s}}}", latex_escape)
+    bold = lambda s: rf"\textbf{{{s}}}"  # noqa: E731
+    rows, measured = _rows(report, reference, r"$\pm$", bold, latex_escape, r"$^\dagger$")
     frame, align = _frame(report, rows, latex_escape)
     body = booktabs(frame, align, measured if reference else None)
     selection = " ".join(report.selection.split())

@@ -16,11 +16,9 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunTag
 
@@ -145,13 +143,3 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-class HeartbeatEachEpoch(L.Callback):
-    """Refreshes the run's heartbeat at the end of every training epoch."""
-
-    def __init__(self, beat: Callable[[], None]) -> None:
-        self.beat = beat
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.beat()

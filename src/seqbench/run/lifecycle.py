@@ -39,7 +39,8 @@ from seqbench.launch.hydra_job import hydra_tags, in_multirun
 from seqbench.run import checkpoints, lineage, optuna_trial, outbox, plots, resume, tracking
 from seqbench.run.checkpoint_io import AtomicCheckpoints
 from seqbench.run.checkpoints import CheckpointUploader, TrackedCheckpoint
-from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, HeartbeatEachEpoch, identity_tags
+from seqbench.run.heartbeat import DEFAULT_STALE_AFTER, Heartbeat, identity_tags
+from seqbench.run.heartbeat_callback import HeartbeatEachEpoch
 from seqbench.run.interrupt import SignalGuard, StopOnSignal
 from seqbench.run.jobs import JOB_KEY_TAG, job_key, result_params
 from seqbench.serving import mlflow_model
