@@ -4,7 +4,9 @@ fixed time, then every logged step is read back (zero lost) and the server must 
     # against a server it starts itself on 127.0.0.1 (SQLite file or a local PostgreSQL)
     python benchmarks/tracking_load.py --backend sqlite --processes 8 --seconds 60
     python benchmarks/tracking_load.py --backend postgresql --processes 8 --seconds 60
-    # against a running server
+    # the same with MLflow's basic-auth app on, the processes signed in as a writer
+    python benchmarks/tracking_load.py --backend postgresql --auth --processes 8 --seconds 60
+    # against a running server (signed in with MLFLOW_TRACKING_USERNAME / _PASSWORD if set)
     python benchmarks/tracking_load.py --tracking-uri http://127.0.0.1:5000
 
 Each process owns one run and logs ``--metrics`` metrics per step in one ``log_batch`` request
@@ -18,6 +20,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -132,8 +135,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(backend: str, folder: Path, workers: int) -> tuple[str, subprocess.Popen]:
-    """``mlflow server`` on 127.0.0.1 over a fresh SQLite file or local PostgreSQL."""
+def _start_server(
+    backend: str, folder: Path, workers: int, auth: bool = False
+) -> tuple[str, subprocess.Popen]:
+    """``mlflow server`` on 127.0.0.1 over a fresh SQLite file or local PostgreSQL; ``auth``:
+    with MLflow's basic-auth app (a random admin password), else ``AUTH=off``."""
     import requests
 
     if backend == "sqlite":
@@ -160,7 +166,11 @@ def _start_server(backend: str, folder: Path, workers: int) -> tuple[str, subpro
         "WORKERS": str(workers),
         "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts"),
         "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
+        "SERVER_DIR": str(folder / "server"),
+        "AUTH": "on" if auth else "off",
     }
+    if auth:
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] = secrets.token_urlsafe(18)
     log = open(folder / "server.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         [str(REPO / "scripts" / "team_server.sh")],
@@ -174,10 +184,35 @@ def _start_server(backend: str, folder: Path, workers: int) -> tuple[str, subpro
     while time.monotonic() < deadline:
         try:
             if requests.get(uri + "/health", timeout=2).ok:
+                if auth:
+                    _sign_in_as_writer(uri, env["MLFLOW_AUTH_ADMIN_PASSWORD"])
                 return uri, proc
         except requests.ConnectionError:
             time.sleep(0.5)
     raise RuntimeError((folder / "server.log").read_text()[-3000:])
+
+
+def _sign_in_as_writer(uri: str, admin_password: str) -> None:
+    """Add the user ``load`` as a writer (``python -m seqbench.config.team_users``, as an admin
+    would) and sign this process and its workers in as that user: every request then pays the
+    auth app's password check and the experiment-permission lookup a team member's would."""
+    password = secrets.token_urlsafe(18)
+    admin = {
+        **os.environ,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": admin_password,
+    }
+    cmd = [sys.executable, "-m", "seqbench.config.team_users", "--tracking-uri", uri, "add"]
+    subprocess.run(
+        [*cmd, "load", "--role", "writer", "--password-stdin"],
+        input=password + "\n",
+        env=admin,
+        check=True,
+        text=True,
+        timeout=300,
+    )
+    os.environ["MLFLOW_TRACKING_USERNAME"] = "load"
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = password
 
 
 def main() -> None:
@@ -189,6 +224,9 @@ def main() -> None:
     parser.add_argument("--metrics", type=int, default=5, help="metrics per step (one request)")
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--server-workers", type=int, default=4)
+    parser.add_argument(
+        "--auth", action="store_true", help="start the server with authentication on"
+    )
     parser.add_argument("--json", type=Path, help="append the result as one JSON line")
     args = parser.parse_args()
 
@@ -198,8 +236,9 @@ def main() -> None:
         if args.tracking_uri:
             uri, backend = args.tracking_uri, args.tracking_uri
         else:
-            uri, proc = _start_server(args.backend, folder, args.server_workers)
-            backend = f"{args.backend} ({args.server_workers} server workers)"
+            uri, proc = _start_server(args.backend, folder, args.server_workers, args.auth)
+            signed_in = ", basic-auth, a writer" if args.auth else ""
+            backend = f"{args.backend} ({args.server_workers} server workers{signed_in})"
         result = run_load(uri, args.processes, args.seconds, args.metrics, args.max_steps, backend)
     finally:
         if proc is not None:

@@ -55,7 +55,9 @@ if [ -z "${MLFLOW_BACKEND_STORE_URI:-}" ]; then
 fi
 artifacts=${MLFLOW_ARTIFACTS_DESTINATION:-$server_dir/artifacts}
 case "$artifacts" in *://*) ;; *) mkdir -p "$artifacts"; artifacts=$(realpath "$artifacts") ;; esac
-"$root/.venv/bin/python" -c "import psycopg" 2>/dev/null || {
+# The driver must be in mlflow's own environment (MLFLOW= may name another one than .venv/).
+python=$(dirname "$mlflow")/python; [ -x "$python" ] || python=$root/.venv/bin/python
+"$python" -c "import psycopg" 2>/dev/null || {
   echo "the PostgreSQL driver is missing: pip install -e '.[postgres]' (make install does)" >&2; exit 3; }
 
 if [ "${AUTH:-on}" = on ]; then

@@ -205,6 +205,27 @@ def wait_until(condition, proc, timeout: float = 300, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def kill_a_joblib_job(proc, runs, timeout: float = 600):
+    """Wait until ``runs()`` (a callable) returns runs, SIGKILL the joblib worker training the
+    first one (its ``seqbench.pid`` tag) and wait until the sweep process ``proc`` fails on
+    its lost worker; that run, as it was before the kill."""
+    import os
+    import signal
+
+    try:
+        victim = wait_until(runs, proc, timeout=timeout, what="a job to kill")[0]
+        pid = int(victim.data.tags["seqbench.pid"])
+        assert pid != proc.pid  # a joblib worker, not the sweep process
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=300)  # the sweep notices its lost worker and fails
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=120)
+    assert proc.returncode != 0
+    return victim
+
+
 def metric_points(root: Path, run_id: str, key: str) -> list:
     return store(root).get_metric_history(run_id, key)
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from helpers import (
     SLOW_SYNTHETIC,
     experiment_runs,
+    kill_a_joblib_job,
     make_config,
     metric_points,
     run_cli_to_end,
@@ -231,19 +232,9 @@ def test_a_joblib_sweep_with_one_job_killed_relaunches_only_what_is_missing(tmp_
         "hydra.launcher.n_jobs=2",
         "logger.experiment_name=parallel",
     ]
-    proc = start_cli(args, tmp_path)
-    try:
-        victim = wait_until(
-            lambda: _runs_with_epochs(tmp_path, "parallel", 1), proc, timeout=600, what="a job"
-        )[0]
-        pid = int(victim.data.tags["seqbench.pid"])
-        assert pid != proc.pid  # a joblib worker, not the sweep process
-        os.kill(pid, signal.SIGKILL)
-        proc.wait(timeout=300)  # the sweep notices its lost worker and fails
-    finally:
-        if proc.poll() is None:
-            _kill(proc)
-    assert proc.returncode != 0
+    victim = kill_a_joblib_job(
+        start_cli(args, tmp_path), lambda: _runs_with_epochs(tmp_path, "parallel", 1)
+    )
     before = {r.info.run_id: r for r in experiment_runs(tmp_path, "parallel")}
     finished = {i: r.info.end_time for i, r in before.items() if r.info.status == "FINISHED"}
 

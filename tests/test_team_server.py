@@ -86,29 +86,64 @@ def _tail(path: Path) -> str:
     return path.read_text()[-2000:] if path.is_file() else ""
 
 
+def joblib_sweep(
+    root: Path, env: dict[str, str], overrides: list[str], jobs: int, background: bool = False
+):
+    """`seqbench-train -m` with the joblib launcher, ``jobs`` jobs at once, in ``root``: run to
+    the end (a CompletedProcess), or started in the background with output to
+    ``root/launch-N.log`` (a Popen)."""
+    cmd = [
+        *(sys.executable, "-m", "seqbench.train", "-m", "hydra/launcher=joblib"),
+        f"hydra.launcher.n_jobs={jobs}",
+        *overrides,
+    ]
+    if not background:
+        return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    log = open(root / f"launch-{len(list(root.glob('launch-*.log')))}.log", "w")  # noqa: SIM115
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def check_sweep_runs(client: MlflowClient, runs: list, epochs: int, downloads: Path) -> None:
+    """Every run FINISHED with each epoch's metrics exactly once, and its best checkpoint, a
+    whole one, readable back through the server's artifact proxy."""
+    for run in runs:
+        run_id = run.info.run_id
+        assert run.info.status == "FINISHED", run_id
+        for key in ("train/loss", "val/acc", "val/loss", "perf/epoch_seconds"):
+            history = client.get_metric_history(run_id, key)  # in no promised order
+            steps = {m.step for m in history}
+            assert len(history) == epochs and len(steps) == epochs, (key, history)  # none lost
+        (ckpt,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+        local = client.download_artifacts(run_id, ckpt, str(downloads / run_id))
+        state = torch.load(local, map_location="cpu", weights_only=False)
+        assert state["epoch"] >= 0 and state["state_dict"]
+
+
+def report(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`seqbench-report ARGS` (the console script) in ``root``."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "seqbench-report"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def table_row(table: Path, model: str) -> list[str]:
+    """The cells of the one row of ``model`` in a report's table.md."""
+    text = table.read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith(f"| {model} ")]
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
 @pytest.mark.scenario
 @pytest.mark.slow
 def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server, tmp_path):
     base, artifact_folder = team_server
     env = {**cli_env(tmp_path), "MLFLOW_TRACKING_URI": base}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqbench.train",
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=3",
-            "seed=1,2,3",
-            "logger.experiment_name=team",
-            *TINY,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = joblib_sweep(tmp_path, env, ["seed=1,2,3", "logger.experiment_name=team", *TINY], 3)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert not (tmp_path / "outputs" / "mlflow").exists()  # nothing went to a local store
 
@@ -116,40 +151,16 @@ def test_parallel_sweep_over_http_on_postgres_with_proxied_artifacts(team_server
     exp = client.get_experiment_by_name("team")
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 3
     assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2", "3"]
-    for run in runs:
-        run_id = run.info.run_id
-        for key in ("train/loss", "val/acc", "val/loss", "perf/epoch_seconds"):
-            history = client.get_metric_history(run_id, key)  # in no promised order
-            assert len(history) == 2 and len({m.step for m in history}) == 2, key  # none lost
-        (ckpt,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
-        local = client.download_artifacts(run_id, ckpt, str(tmp_path / run_id))
-        state = torch.load(local, map_location="cpu", weights_only=False)
-        assert state["epoch"] >= 0 and state["state_dict"]
+    check_sweep_runs(client, runs, 2, tmp_path)
     # The files live in the server's artifact folder, not on the client.
     assert len(list(artifact_folder.rglob("*.ckpt"))) >= 3
 
-    report = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "seqbench-report"),
-            "--experiment",
-            "team",
-            "--latest-sweep",
-            "--out",
-            str(tmp_path / "report"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stderr[-3000:]
-    table = (tmp_path / "report" / "table.md").read_text()
-    (row,) = [line for line in table.splitlines() if line.startswith("| lstm")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:2] == ["lstm", "3"], table  # all three runs, read over HTTP
+    out = tmp_path / "report"
+    done = report(tmp_path, env, "--experiment", "team", "--latest-sweep", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert table_row(out / "table.md", "lstm")[:2] == ["lstm", "3"]  # all three, over HTTP
 
 
 @pytest.mark.scenario

@@ -21,6 +21,7 @@ import argparse
 import getpass
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,11 @@ def auth_client(tracking_uri: str) -> Any:
         check_reachable(tracking_uri)
     except TrackingUnreachable as exc:
         raise TeamUsersError(str(exc)) from None
-    return get_app_client("basic-auth", tracking_uri=tracking_uri)
+    with warnings.catch_warnings():
+        # loading the auth app imports starlette's deprecated WSGI middleware: a warning about
+        # MLflow's own code that the admin would otherwise read after every command
+        warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
+        return get_app_client("basic-auth", tracking_uri=tracking_uri)
 
 
 def writer_role_id(client: Any) -> int:
@@ -88,6 +93,11 @@ def read_password(from_stdin: bool, username: str) -> str:
     return password
 
 
+def _a(role: str) -> str:
+    """``a reader``, ``a writer``, ``an admin``."""
+    return f"an {role}" if role[0] in "aeiou" else f"a {role}"
+
+
 def run(args: argparse.Namespace) -> str:
     """Carry out one command; what to tell the admin."""
     client = auth_client(args.tracking_uri)
@@ -95,10 +105,10 @@ def run(args: argparse.Namespace) -> str:
     if args.command == "add":
         client.create_user(args.username, read_password(args.password_stdin, args.username))
         set_role(client, args.username, args.role)
-        return f"added {args.username} as a {args.role} on {server}"
+        return f"added {args.username} as {_a(args.role)} on {server}"
     if args.command == "set-role":
         set_role(client, args.username, args.role)
-        return f"{args.username} is now a {args.role} on {server}"
+        return f"{args.username} is now {_a(args.role)} on {server}"
     if args.command == "set-password":
         password = read_password(args.password_stdin, args.username)
         me = os.environ.get("MLFLOW_TRACKING_USERNAME")
