@@ -98,6 +98,10 @@ if [ -n "${TLS_CERT:-}${TLS_KEY:-}" ]; then
   net_args+=(--uvicorn-opts "--ssl-certfile $(realpath "$TLS_CERT") --ssl-keyfile $(realpath "$TLS_KEY")")
 fi
 
+# MLflow 3 starts a job runner (huey workers, each importing MLflow) for its GenAI jobs unless
+# told not to; seqbench submits none. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true turns it back on.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+
 exec "$mlflow" server \
   --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
   --artifacts-destination "$artifacts" --serve-artifacts \

@@ -137,6 +137,22 @@ def cli_env(root: Path) -> dict[str, str]:
     return env
 
 
+def run_console(script: str, args, root: Path, env: dict[str, str], timeout: int = 300):
+    """The installed console script ``script`` (``seqbench-train``, ``seqbench-report``, ...)
+    with ``args`` in ``root``: its ``CompletedProcess`` (text output captured)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [str(Path(sys.executable).parent / script), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def search_cmd(*args: str) -> list[str]:
     """``seqbench-train -m hparams_search=optuna ARGS`` as a subprocess command line."""
     import sys

@@ -9,15 +9,13 @@ itself and the unreachable server (where wall time is the point) run as subproce
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from helpers import cli_env, crafted_tar, run_main, tar_directory, tiny
+from helpers import cli_env, crafted_tar, run_console, run_main, tar_directory, tiny
 
 TINY = tiny(epochs=1, console=True)
 
@@ -153,14 +151,7 @@ def test_non_finite_loss_fails_the_run_with_the_reason(tmp_path, monkeypatch, ca
 
 def _console(args: list[str], root: Path, env: dict[str, str]) -> tuple[int, str, float]:
     started = time.monotonic()
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "seqbench-train"), *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_console("seqbench-train", args, root, env)
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
 
 

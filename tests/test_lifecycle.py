@@ -587,25 +587,33 @@ class _Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
-def test_model_checkpoint_state_names_the_best_file_as_moved_best_expects(
-    tmp_path, client, experiment
-):
-    """``checkpoints.moved_best`` rewrites these keys; a Lightning upgrade that renames them
-    or changes what they hold fails here. A real fit also shows the uploads: one best copy."""
-    run_id = _run(client, experiment).info.run_id
+def _fit_with_checkpoint(
+    tmp_path, module: L.LightningModule, epochs: int, uploader: CheckpointUploader | None = None
+) -> TrackedCheckpoint:
+    """``module`` fitted for ``epochs`` with a ``TrackedCheckpoint`` on val/acc (top 1 + last)."""
     checkpoint = TrackedCheckpoint(
         dirpath=str(tmp_path / "ckpt"), monitor="val/acc", mode="max", save_last=True
     )
-    checkpoint.uploader = CheckpointUploader(client, run_id)
+    checkpoint.uploader = uploader
     trainer = L.Trainer(
-        max_epochs=2,
+        max_epochs=epochs,
         accelerator="cpu",
         logger=False,
         callbacks=[checkpoint],
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(_Tiny())
+    trainer.fit(module)
+    return checkpoint
+
+
+def test_model_checkpoint_state_names_the_best_file_as_moved_best_expects(
+    tmp_path, client, experiment
+):
+    """``checkpoints.moved_best`` rewrites these keys; a Lightning upgrade that renames them
+    or changes what they hold fails here. A real fit also shows the uploads: one best copy."""
+    run_id = _run(client, experiment).info.run_id
+    checkpoint = _fit_with_checkpoint(tmp_path, _Tiny(), 2, CheckpointUploader(client, run_id))
     state = checkpoint.state_dict()
     assert {"best_model_path", "best_model_score", "best_k_models", "kth_best_model_path"} <= set(
         state
@@ -663,18 +671,7 @@ def test_last_checkpoint_is_written_every_epoch_even_without_improvement(tmp_pat
     ``save_last_if_skipped`` writes it in the other epochs too, so a crash after the last
     improvement loses one epoch, not every epoch since. Fails if an upgrade renames the
     private steps it calls."""
-    checkpoint = TrackedCheckpoint(
-        dirpath=str(tmp_path / "ckpt"), monitor="val/acc", mode="max", save_last=True
-    )
-    trainer = L.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[checkpoint],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(_Frozen())
+    checkpoint = _fit_with_checkpoint(tmp_path, _Frozen(), 3)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
     last = torch.load(checkpoint.last_model_path, map_location="cpu", weights_only=False)
     assert best["epoch"] == 0  # never improved after the first epoch

@@ -20,6 +20,7 @@ from helpers import (
     cli_env,
     free_port,
     postgres_missing,
+    run_console,
     stop_process_group,
     wait_healthy,
 )
@@ -121,14 +122,7 @@ def check_sweep_runs(client: MlflowClient, runs: list, epochs: int, downloads: P
 
 def report(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`seqbench-report ARGS` (the console script) in ``root``."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "seqbench-report"), *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_console("seqbench-report", args, root, env)
 
 
 def table_row(table: Path, model: str) -> list[str]:
