@@ -282,3 +282,23 @@ def test_the_bundled_ucr_reference_file(tmp_path):
     bad.write_text("- {name: x, source: s, test_acc: 0.97}\n")
     with pytest.raises(ReportError, match="must map dataset names to fractions"):
         load_dataset_reference(bad)
+
+
+def test_a_fixed_schedule_is_chosen_on_the_last_validation_epoch(tmp_path):
+    """Runs without ``val/acc_best`` (no checkpoint chosen on validation: the final weights are
+    tested, as in experiment=ts_suite) are compared on their last ``val/acc``, the validation
+    accuracy of the weights tested: here ``b``, although ``a`` has the better test accuracy and
+    both reached the same best validation accuracy in an earlier epoch."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    for name in ("fixed_1", "fixed_2"):
+        experiment = client.create_experiment(name)
+        for model, (test, last_val) in {"a": (0.95, 0.60), "b": (0.80, 0.70)}.items():
+            run_id = client.create_run(experiment, tags={"model": model}).info.run_id
+            client.log_metric(run_id, "val/acc", 0.99, step=0)
+            client.log_metric(run_id, "val/acc", last_val, step=1)
+            client.log_metric(run_id, "test/acc", test)
+            client.set_terminated(run_id)
+    table = build_datasets_table(uri, ["fixed_1", "fixed_2"]).table.set_index("model")
+    assert list(table.index[table["fixed_1_chosen"]]) == ["b"]
+    assert table.loc["a", "fixed_1_mean"] == pytest.approx(0.95)

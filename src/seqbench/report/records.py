@@ -84,7 +84,10 @@ def run_record(
         "run_name": name,
         "test_acc": metrics["test/acc"],
         **({"metric": metrics[metric]} if metric != DEFAULT_METRIC else {}),
-        "val_acc_best": metrics.get("val/acc_best", math.nan),
+        # the validation accuracy of the weights tested: the best checkpoint's, or, where no
+        # checkpoint was chosen on validation (a fixed schedule, e.g. experiment=ts_suite),
+        # the last epoch's
+        "val_acc_best": metrics.get("val/acc_best", metrics.get("val/acc", math.nan)),
         "params": metrics.get("model/trainable_params", math.nan),
         "epochs": epochs,
         "sec_per_epoch": float(seconds.mean()) if len(seconds) else math.nan,

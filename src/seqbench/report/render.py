@@ -192,7 +192,8 @@ def render_markdown(report: Report, reference: Sequence[Reference] = ()) -> str:
         render_table_markdown(report, reference),
         "",
         "Test accuracy: mean ± sample std (ddof=1) over runs, std omitted for a single run; "
-        "best val acc: mean of each run's best validation accuracy; s/epoch: training steps only. "
+        "best val acc: mean of each run's best validation accuracy (the last epoch's where no "
+        "checkpoint is chosen on validation); s/epoch: training steps only. "
         + (
             "Rows marked *published* are figures quoted from their source, not runs. "
             if reference
