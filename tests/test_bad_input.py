@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from helpers import cli_env, crafted_tar, run_console, run_main, tar_directory, tiny
+from helpers import cli_env, crafted_tar, make_config, run_console, run_main, tar_directory, tiny
+from seqbench.config.validation import ConfigError
 
 TINY = tiny(epochs=1, console=True)
 
@@ -185,3 +186,31 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path):
     # with imports, is in README's table).
     assert seconds < 60, seconds
     assert not (tmp_path / "outputs" / "data").exists()
+
+
+AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma"})
+
+
+def test_bf16_on_a_cpu_without_avx512_is_refused_before_any_run(tmp_path, monkeypatch):
+    """oneDNN has no bf16 LSTM kernel below AVX-512 (an AMD Zen 3 failed in the first step with
+    "could not create a primitive descriptor for the LSTM forward propagation primitive"): the
+    config check names the fix instead; AVX-512 without native bf16, AVX512-BF16, and a CPU
+    whose flags are unknown pass, and so does bf16 on a GPU."""
+    from seqbench.config import validation
+    from seqbench.training import hardware
+
+    assert hardware.cpu_bf16_problem(AVX2_ONLY)
+    for flags in (AVX2_ONLY | set(hardware.AVX512_CORE_FLAGS), AVX2_ONLY | {"avx512_bf16"}):
+        assert hardware.cpu_bf16_problem(frozenset(flags)) is None
+    assert hardware.cpu_bf16_problem(frozenset()) is None
+
+    monkeypatch.setattr(
+        validation, "cpu_bf16_problem", lambda: hardware.cpu_bf16_problem(AVX2_ONLY)
+    )
+    bf16 = make_config(tmp_path, ["trainer.precision=bf16-mixed"])
+    with pytest.raises(ConfigError) as refused:
+        validation.check_config(bf16)
+    assert "trainer.precision=bf16-mixed cannot train on this CPU" in str(refused.value)
+    assert "trainer.precision=32-true" in str(refused.value)
+    validation.check_config(make_config(tmp_path, ["trainer.precision=32-true"]))
+    validation.check_config(make_config(tmp_path, ["trainer=gpu", "trainer.precision=bf16-mixed"]))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqbench.training.hardware import cpu_bf16_problem  # no torch: reads /proc/cpuinfo
+
 _MISSING = object()
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -151,6 +153,20 @@ def resume_problem(value: object) -> str | None:
     return f"resume={text!r} is not valid; use auto, never, or a 32-character run id"
 
 
+def _cpu_precision_problem(cfg: DictConfig) -> str | None:
+    """bf16 on a CPU whose kernels cannot compute it: refused before any run, not as a oneDNN
+    error in the first training step."""
+    precision = str(_value(cfg, "trainer.precision"))
+    if _value(cfg, "trainer.accelerator") != "cpu" or not precision.startswith("bf16"):
+        return None
+    if why := cpu_bf16_problem():
+        return (
+            f"trainer.precision={precision} cannot train on this CPU: {why}; use "
+            "trainer.precision=32-true (what trainer=cpu picks here)"
+        )
+    return None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` listing every value that breaks a rule. Only omegaconf is imported
     here: ``seqbench-train`` runs this before it loads Lightning, torch and MLflow."""
@@ -172,6 +188,8 @@ def check_config(cfg: DictConfig) -> None:
         if missing:
             problems.append(f"optuna_trial lacks {', '.join(missing)} (the sweeper sets all three)")
     if problem := resume_problem(cfg.get("resume", "auto")):
+        problems.append(problem)
+    if problem := _cpu_precision_problem(cfg):
         problems.append(problem)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -7,6 +7,10 @@ from pathlib import Path
 
 # Instructions that compute bf16 natively. Without them oneDNN emulates bf16, slower than fp32.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# What oneDNN needs to emulate bf16 at all ("avx512_core"): on a CPU without these (AVX2 only,
+# e.g. AMD Zen 2/3 and most laptops) its bf16 LSTM kernel does not exist, and nn.LSTM under bf16
+# autocast fails with "could not create a primitive descriptor for the LSTM forward ...".
+AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
 
 
 @functools.cache
@@ -29,6 +33,15 @@ def cpu_precision() -> str:
     the same 3-seed accuracy (docs/benchmarks.md); elsewhere bf16 would only be slower.
     """
     return "bf16-mixed" if cpu_flags() & set(NATIVE_BF16_FLAGS) else "32-true"
+
+
+def cpu_bf16_problem(flags: frozenset[str] | None = None) -> str | None:
+    """Why bf16 autocast cannot train the recurrent models on this CPU, or None when it can (or
+    when the CPU's flags are unknown, e.g. macOS: then torch decides)."""
+    flags = cpu_flags() if flags is None else flags
+    if not flags or flags & set(NATIVE_BF16_FLAGS) or set(AVX512_CORE_FLAGS) <= flags:
+        return None
+    return "this CPU has no AVX-512, which oneDNN's bf16 kernels (the LSTM's among them) need"
 
 
 def release_freed_memory() -> None:
