@@ -138,7 +138,8 @@ def build_datasets_table(
         table[f"{name}_std"] = cell["std"].to_numpy()
         ranks = ranking.ranks[name] if name in ranking.used else pd.Series(dtype=float)
         table[f"{name}_rank"] = ranks.reindex(order).to_numpy()
-        table[f"{name}_chosen"] = [m == chosen_on_validation(cells[name]) for m in order]
+        chosen = chosen_on_validation(cells[name])
+        table[f"{name}_chosen"] = [m == chosen for m in order]
     table["average_rank"] = ranking.average_rank.reindex(order).to_numpy()
     ranking.scores = ranking.scores.loc[order]
     return DatasetsReport(

@@ -60,10 +60,10 @@ def split_source(datamodule: SequenceDataModule, split: str) -> tuple[str, str]:
 
 def _input_schema(datamodule: SequenceDataModule, data) -> dict[str, str]:
     """What one example holds: token ids, or numeric steps of ``channels`` values each."""
+    dtype = data.tokens.dtype.name  # numeric splits keep their values in ``tokens`` too
     if getattr(datamodule, "input_kind", "tokens") == "numeric":
-        dtype = data.tokens.dtype.name
         return {"series": f"{dtype}[length, {datamodule.channels}]"}
-    return {"tokens": f"{data.tokens.dtype.name}[]"}
+    return {"tokens": f"{dtype}[]"}
 
 
 def dataset_inputs(datamodule: SequenceDataModule) -> list[DatasetInput]:
@@ -72,8 +72,11 @@ def dataset_inputs(datamodule: SequenceDataModule) -> list[DatasetInput]:
     for split, data in datamodule.splits.items():
         source_type, source = split_source(datamodule, split)
         profile = {"num_rows": len(data), "num_classes": datamodule.num_classes}
-        schema = {**_input_schema(datamodule, data), "label": "int64"}
-        schema["classes"] = datamodule.label_names
+        schema = {
+            **_input_schema(datamodule, data),
+            "label": "int64",
+            "classes": datamodule.label_names,
+        }
         dataset = Dataset(
             name=f"{datamodule.name}-{split}",
             digest=split_digest(data),
