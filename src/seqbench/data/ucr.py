@@ -11,6 +11,7 @@ bundled nor in aeon's list of UCR/UEA names is refused before anything is fetche
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 import shutil
@@ -36,8 +37,16 @@ def bundled_names() -> list[str]:
     """Classification data sets shipped inside aeon: a ``<name>_TRAIN.ts`` whose header says
     ``@classLabel true`` (aeon also ships regression sets, e.g. CardanoSentiment, whose targets
     are numbers, not classes)."""
+    return list(_bundled_names())
+
+
+@functools.cache
+def _bundled_names() -> tuple[str, ...]:
+    """Read once per process: the installed package does not change under a run."""
     root = bundled_dir()
-    return sorted(p.name for p in root.iterdir() if _has_class_labels(p / f"{p.name}_TRAIN.ts"))
+    return tuple(
+        sorted(p.name for p in root.iterdir() if _has_class_labels(p / f"{p.name}_TRAIN.ts"))
+    )
 
 
 def _has_class_labels(ts_file: Path) -> bool:
