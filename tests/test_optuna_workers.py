@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from helpers import cli_env, free_port, search_cmd, tiny
+from helpers import cli_env, free_port, postgres_missing, search_cmd, tiny
 from hydra_plugins.seqbench_optuna_sweeper.optuna_sweeper import (
     INTERRUPTED_ATTR,
     OUTPUT_DIR_ATTR,
@@ -68,9 +68,9 @@ def _wait(workers: list[subprocess.Popen], root: Path) -> None:
 def postgres(tmp_path):
     """A PostgreSQL on 127.0.0.1 (scripts/postgres_local.sh); yields its URI without the
     password, which the workers get as PGPASSWORD, as docs/search.md advises."""
-    from test_team_server import SCRIPTS, _postgres_missing
+    from test_team_server import SCRIPTS
 
-    if reason := _postgres_missing():
+    if reason := postgres_missing():
         pytest.skip(reason)
     folder = Path(tempfile.mkdtemp(prefix="seqbench-optuna-pg-"))
     folder.chmod(0o755)  # the postgres user owns the cluster below it

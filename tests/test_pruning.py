@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState, create_trial
 
-from helpers import REPO, free_port, make_config, tiny
+from helpers import REPO, free_port, make_config, postgres_missing, tiny
 from seqbench.config.store import redact_uri
 from seqbench.config.validation import ConfigError, check_config
 from seqbench.report import main
@@ -38,7 +38,7 @@ from seqbench.run.optuna_trial import (
 )
 from seqbench.train import train
 from seqbench.training.fit import FitOutcome
-from test_team_server import REQUIRE_POSTGRES, _postgres_missing
+from test_team_server import REQUIRE_POSTGRES
 
 EXPERIMENT = "pruning"
 EPOCHS = 3
@@ -195,7 +195,7 @@ def test_the_report_leaves_pruned_runs_out_and_says_how_many(store, tmp_path, ca
 def postgres():
     """A PostgreSQL cluster on a free loopback port (scripts/postgres_local.sh); its URI, with
     the password in it as a team's Optuna storage has it."""
-    if reason := _postgres_missing():
+    if reason := postgres_missing():
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is required here (SEQBENCH_REQUIRE_POSTGRES=1): {reason}")
         pytest.skip(reason)

@@ -27,6 +27,7 @@ from helpers import (
     cli_env,
     free_port,
     kill_a_joblib_job,
+    postgres_missing,
     stop_process_group,
     tiny,
 )
@@ -35,7 +36,6 @@ from seqbench.run.checkpoints import CHECKPOINT_ARTIFACT, CHECKPOINT_NAME
 from seqbench.run.resume import RESUME_COUNT_TAG, RESUMED_FROM_STEP_TAG
 from test_team_server import (
     REQUIRE_POSTGRES,
-    _postgres_missing,
     _tail,
     check_sweep_runs,
     joblib_sweep,
@@ -123,7 +123,7 @@ def _add_user(base: str, cert: Path, username: str, role: str) -> None:
 def server():
     """PostgreSQL + the authenticated HTTPS team server on free loopback ports, with a reader
     (rita) and two writers (walt, wendy); everything stopped and removed afterwards."""
-    if reason := _postgres_missing():
+    if reason := postgres_missing():
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is required here (SEQBENCH_REQUIRE_POSTGRES=1): {reason}")
         pytest.skip(reason)

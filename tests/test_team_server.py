@@ -30,14 +30,11 @@ REQUIRE_POSTGRES = os.environ.get("SEQBENCH_REQUIRE_POSTGRES") == "1"
 SCRIPTS = REPO / "scripts"
 
 
-_postgres_missing = postgres_missing  # the name other tests import from here
-
-
 @pytest.fixture(scope="module")
 def team_server():
     """PostgreSQL + `scripts/team_server.sh` on free loopback ports; both stopped afterwards.
     Yields (tracking URI, artifact folder)."""
-    if reason := _postgres_missing():
+    if reason := postgres_missing():
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is required here (SEQBENCH_REQUIRE_POSTGRES=1): {reason}")
         pytest.skip(reason)
