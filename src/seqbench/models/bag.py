@@ -131,6 +131,16 @@ class NgramBagEncoder(nn.Module):
         self.statistics_ready.fill_(True)
         self._counts = None
 
+    @torch.no_grad()
+    def init_after_scheme(self) -> None:
+        """``weighting=nb`` starts from zero evidence (every n-gram vector 0, so the first logit is
+        the bias), as the NBSVM solvers do. Measured on IMDB (uni- to trigrams, dim 1, Adam at
+        1e-3): a random start (+-0.05 per row, summed over ~700 distinct n-grams per review) is
+        noise the first epoch spends removing, and the best epoch scored lower."""
+        if self.weighting == "nb":
+            self.bag.words.weight.zero_()
+            self.bag.bigrams.weight.zero_()
+
     @property
     def needs_statistics(self) -> bool:
         return self.weighting == "nb" and not bool(self.statistics_ready)

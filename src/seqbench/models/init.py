@@ -61,9 +61,15 @@ def keras_init(module: nn.Module) -> None:
 
 
 def apply_init(module: nn.Module, scheme: str) -> None:
+    """Initialise ``module`` with ``scheme``; then every submodule with an ``init_after_scheme()``
+    method sets the parts whose starting point matters more than the scheme (e.g. the
+    naive-Bayes bag starts at zero evidence, as a linear model's solver does)."""
     if scheme == "keras":
         keras_init(module)
     elif scheme != "torch":
         raise ValueError(
             f"model.init={scheme!r} is not valid; valid choices: {', '.join(INIT_SCHEMES)}"
         )
+    for m in module.modules():
+        if hasattr(m, "init_after_scheme"):
+            m.init_after_scheme()
