@@ -96,6 +96,7 @@ def test_naive_bayes_ratios_count_each_ngram_once_per_sequence():
 def test_a_naive_bayes_bag_starts_from_zero_evidence_and_a_mean_bag_does_not(init):
     """Whatever the scheme, the nb tables start at 0 (the first logit is the bias; on IMDB a
     random start cost 1.2 points of validation accuracy); the fastText mean keeps the scheme's."""
+
     def tables(weighting):
         net = SequenceClassifier(
             NgramBagEncoder(20, buckets=64, dim=2, weighting=weighting), init=init
