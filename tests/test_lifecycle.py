@@ -37,6 +37,7 @@ from seqbench.run.heartbeat_callback import HeartbeatEachEpoch
 from seqbench.run.interrupt import RunInterrupted, StopOnSignal
 from seqbench.run.jobs import JOB_KEY_TAG
 from seqbench.run.lifecycle import RunLifecycle
+from seqbench.run.optuna_trial import PRUNED_TAG
 from seqbench.training.fit import FitOutcome
 
 STALE = 900.0
@@ -97,6 +98,20 @@ def test_a_finished_run_is_skipped_even_beside_an_interrupted_one(client, experi
     finished = _run(client, experiment, "FINISHED")
     decision = resume._decide([killed, finished], STALE)
     assert (decision.action, decision.run.info.run_id) == ("skip", finished.info.run_id)
+
+
+def test_a_pruned_run_is_the_result_only_of_a_job_that_prunes(client, experiment):
+    """A search without a pruner (or a single run) of a job that a pruned search stopped early
+    trains it anew: the partial run is no result for it, and is never resumed (it stays as the
+    pruned search's record). A job that prunes skips it, as a relaunched pruned search must."""
+    pruned = _run(client, experiment, "FINISHED", tags={PRUNED_TAG: "true"})
+    assert resume.plan(client, experiment, "job", "auto", {}, STALE).action == "new"
+    decision = resume.plan(client, experiment, "job", "auto", {}, STALE, accept_pruned=True)
+    assert (decision.action, decision.run.info.run_id) == ("skip", pruned.info.run_id)
+    full = _run(client, experiment, "FINISHED")  # once a full run exists, every launch takes it
+    assert resume.plan(client, experiment, "job", "auto", {}, STALE).run.info.run_id == (
+        full.info.run_id
+    )
 
 
 @pytest.mark.parametrize("status", ["KILLED", "FAILED"])

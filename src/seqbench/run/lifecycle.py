@@ -135,6 +135,7 @@ class RunLifecycle:
                 str(self.cfg.get("resume", "auto")),
                 result_params(self._resolved),
                 stale_after,
+                accept_pruned=self.trial is not None and self.trial.prunes,
             )
         except resume.RunningElsewhere as exc:
             if not self.multirun:

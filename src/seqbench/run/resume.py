@@ -3,7 +3,10 @@
 ``resume=auto`` (default) looks up the experiment's runs tagged with this launch's job key
 (``seqbench.run.jobs``):
 
-- a FINISHED run: skip the job and return that run's metrics (sweepers and tables see it);
+- a FINISHED run: skip the job and return that run's metrics (sweepers and tables see it). A
+  run a pruner stopped (tag ``seqbench.pruned``) is a partial result: it counts only for a job
+  that prunes too (a relaunched pruned search skips it, ``accept_pruned``); any other launch of
+  the job (a search without a pruner, a single run) trains a new run and leaves it as it is;
 - a KILLED or FAILED run, or a RUNNING run whose process is gone (``seqbench.run.heartbeat``):
   continue that same MLflow run from its last checkpoint;
 - a RUNNING run that is alive: refuse, naming the process (two processes must never train
@@ -25,6 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from seqbench.run.heartbeat import liveness
 from seqbench.run.jobs import JOB_KEY_TAG, params_diff
+from seqbench.run.optuna_trial import is_pruned
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,10 @@ def plan(
     resume: str,
     params: dict[str, str],
     stale_after: float,
+    accept_pruned: bool = False,
 ) -> ResumePlan:
-    """Decide what to do; ``params`` are this launch's result params (for ``resume=<run id>``)."""
+    """Decide what to do; ``params`` are this launch's result params (for ``resume=<run id>``);
+    ``accept_pruned``: whether a pruned run is this job's result (the job prunes too)."""
     if resume == "never":
         return ResumePlan("new", reason="resume=never")
     if resume != "auto":
@@ -87,11 +93,12 @@ def plan(
                 f"resume={resume}: that run was launched with another configuration:\n  "
                 + "\n  ".join(diff[:20])
             )
-        return _decide([run], stale_after)
-    return _decide(_job_runs(client, experiment_id, key), stale_after)
+        return _decide([run], stale_after, accept_pruned=True)  # the run the user named
+    return _decide(_job_runs(client, experiment_id, key), stale_after, accept_pruned)
 
 
-def _decide(runs: list[Run], stale_after: float) -> ResumePlan:
+def _decide(runs: list[Run], stale_after: float, accept_pruned: bool = False) -> ResumePlan:
+    runs = [r for r in runs if accept_pruned or not is_pruned(r.data.tags)]
     for run in runs:
         if run.info.status == "FINISHED":
             return ResumePlan("skip", run, "finished")
