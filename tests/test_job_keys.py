@@ -33,7 +33,12 @@ PINNED = {
         ["experiment=paper_table", "model=cnn_lstm", "seed=2"],
         "6aa86f38fe170aa74b816677",
     ),
-    "imdb_best seed 1": (["experiment=imdb_best", "seed=1"], "7417aa58af46fb14a03e2ce3"),
+    "imdb_best seed 1": (["experiment=imdb_best", "seed=1"], "2b5d4340359cfe0871c38926"),
+    # experiment=imdb_best until issue 20: renamed, the same jobs
+    "imdb_bigru_ngram seed 1": (
+        ["experiment=imdb_bigru_ngram", "seed=1"],
+        "7417aa58af46fb14a03e2ce3",
+    ),
     "keras_faithful": (["experiment=keras_faithful"], "5798216ffe896ef17923ec56"),
     "text_files bilstm_pool": (
         ["data=text_files", "data.train=/data/reviews.csv", "model=bilstm_pool"],
