@@ -33,7 +33,7 @@ PINNED = {
         ["experiment=paper_table", "model=cnn_lstm", "seed=2"],
         "6aa86f38fe170aa74b816677",
     ),
-    "imdb_best seed 1": (["experiment=imdb_best", "seed=1"], "2b5d4340359cfe0871c38926"),
+    "imdb_best seed 1": (["experiment=imdb_best", "seed=1"], "fb0e1a7e4e6c792341c9f106"),
     # experiment=imdb_best until issue 20: renamed, the same jobs
     "imdb_bigru_ngram seed 1": (
         ["experiment=imdb_bigru_ngram", "seed=1"],
