@@ -691,3 +691,30 @@ def test_last_checkpoint_is_written_every_epoch_even_without_improvement(tmp_pat
     last = torch.load(checkpoint.last_model_path, map_location="cpu", weights_only=False)
     assert best["epoch"] == 0  # never improved after the first epoch
     assert (last["epoch"], last["global_step"]) == (2, 12)  # 3 epochs of 4 steps
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_finished_run_drops_its_resume_checkpoint_unless_told_to_keep_it(tmp_path, keep):
+    """Once FINISHED a job is never resumed: ``resume/last.ckpt`` (weights and Adam's moments,
+    most of a run's stored bytes) is deleted from its artifacts; the best checkpoint stays.
+    ``logger.keep_resume_checkpoint=true`` keeps it."""
+    from seqbench.job import train
+
+    cfg = make_config(
+        tmp_path,
+        [
+            "data=synthetic",
+            "data.n_train=200",
+            "data.n_test=50",
+            "data.max_len=20",
+            "trainer.max_epochs=2",
+            f"logger.keep_resume_checkpoint={str(keep).lower()}",
+        ],
+    )
+    result = train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    resume_files = [a.path for a in client.list_artifacts(result.run_id, "resume")]
+    assert resume_files == (["resume/last.ckpt"] if keep else [])
+    best = [a.path for a in client.list_artifacts(result.run_id, "checkpoints")]
+    assert best == ["checkpoints/best.ckpt"]

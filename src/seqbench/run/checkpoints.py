@@ -212,6 +212,27 @@ class CheckpointUploader:
         """``resume/last.ckpt``: where a relaunch on any machine continues from."""
         self._upload(Path(path), CHECKPOINT_ARTIFACT, CHECKPOINT_NAME)
 
+    def drop_resume(self) -> None:
+        """Delete the run's ``resume/`` artifacts once it has finished: a finished job is skipped,
+        never resumed, and its resume state (weights plus the optimiser's moments, three times
+        the weights under Adam: 430 of a ``bigru_ngram`` run's 573 MB) is dead weight in the
+        store. ``checkpoints/best.ckpt`` and the logged model stay. A store that refuses (a
+        read-only artifact root, a server without artifact deletes) keeps the file, with a
+        warning: nothing depends on it being gone."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            uri = self.client.get_run(self.run_id).info.artifact_uri
+            if self.client.list_artifacts(self.run_id, CHECKPOINT_ARTIFACT):
+                get_artifact_repository(uri).delete_artifacts(CHECKPOINT_ARTIFACT)
+        except Exception as exc:  # noqa: BLE001 - a cleanup: never fail a finished run on it
+            log.warning(
+                "kept %s/ of finished run %s (could not delete it: %s)",
+                CHECKPOINT_ARTIFACT,
+                self.run_id,
+                exc,
+            )
+
     def upload_best(self, path: Path) -> None:
         """``checkpoints/best.ckpt``: the best checkpoint so far, weights only."""
         self._upload(Path(path), BEST_ARTIFACT, BEST_NAME, weights_only=True)

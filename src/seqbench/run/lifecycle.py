@@ -394,5 +394,8 @@ class RunLifecycle:
                 return  # the server is away: the next launch delivers and marks the run
             if self.run_id is not None:
                 tracking.finish(self.client, self.run_id, exc)
+                keep = bool(self.cfg.logger.get("keep_resume_checkpoint", False))
+                if exc is None and self.uploader is not None and not keep:
+                    self.uploader.drop_resume()  # finished: never resumed again
         finally:
             self.guard.restore()
