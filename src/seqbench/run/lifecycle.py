@@ -380,8 +380,8 @@ class RunLifecycle:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Stop the heartbeat, set the run's final status (``tracking.final_status``), give the
-        signals back. Exceptions propagate."""
+        """Stop the heartbeat, set the final status, drop a finished run's resume state, give
+        the signals back. Exceptions propagate."""
         try:
             if self._heartbeat is not None:
                 self._heartbeat.__exit__(None, None, None)
@@ -394,8 +394,7 @@ class RunLifecycle:
                 return  # the server is away: the next launch delivers and marks the run
             if self.run_id is not None:
                 tracking.finish(self.client, self.run_id, exc)
-                keep = bool(self.cfg.logger.get("keep_resume_checkpoint", False))
-                if exc is None and self.uploader is not None and not keep:
+                if exc is None and self.uploader and not self.cfg.logger.keep_resume_checkpoint:
                     self.uploader.drop_resume()  # finished: never resumed again
         finally:
             self.guard.restore()
