@@ -134,12 +134,19 @@ def test_two_workers_on_one_journal_study_finish_exactly_n_trials(tmp_path):
         "n_startup_trials": 5,
         "n_warmup_steps": 1,
     }
-    for trial in complete:  # each job got its trial's identity
-        job = OmegaConf.load(Path(trial.user_attrs[OUTPUT_DIR_ATTR]) / ".hydra" / "config.yaml")
-        assert job.optuna_trial.number == trial.number
-        assert job.optuna_trial.study == STUDY and job.optuna_trial.storage == storage
     by_trial = {int(r.data.tags["optuna_trial"]): r for r in runs}
     assert sorted(by_trial) == sorted(t.number for t in complete)
+    for trial in complete:  # each job got its trial's identity
+        # The sweeper records the job's folder on trials it tells; a trial its job pruned is
+        # finished before that (the pruner may stop the sixth), so read it from the MLflow run.
+        output_dir = (
+            trial.user_attrs.get(OUTPUT_DIR_ATTR) or by_trial[trial.number].data.tags["output_dir"]
+        )
+        job = OmegaConf.load(Path(output_dir) / ".hydra" / "config.yaml")
+        assert job.optuna_trial.number == trial.number
+        assert job.optuna_trial.study == STUDY and job.optuna_trial.storage == storage
+    told = [t for t in complete if t.state == TrialState.COMPLETE]
+    assert all(OUTPUT_DIR_ATTR in t.user_attrs for t in told)
 
 
 def test_two_workers_on_one_postgresql_study_finish_exactly_n_trials(tmp_path, postgres):
