@@ -71,16 +71,27 @@ def _runs(uri: str, experiments):
 
 def _chosen_on_validation(uri: str, experiments) -> dict[str, str]:
     """Independent of the report: per experiment, the model with the highest mean best
-    validation accuracy, ties to fewer trainable parameters."""
+    validation accuracy, ties to the lower mean validation loss at each run's first best epoch
+    (the checkpoint tested), then to fewer trainable parameters."""
+    client = MlflowClient(uri)
     val: dict[tuple[str, str], list[float]] = {}
+    loss: dict[tuple[str, str], list[float]] = {}
     size: dict[str, float] = {}
-    for model, name, metrics in _runs(uri, experiments):
-        val.setdefault((name, model), []).append(metrics["val/acc_best"])
-        size[model] = metrics["model/trainable_params"]
+    for name in experiments:
+        exp = client.get_experiment_by_name(name)
+        for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"):
+            model, metrics, run_id = run.data.tags["model"], run.data.metrics, run.info.run_id
+            accs = {m.step: m.value for m in client.get_metric_history(run_id, "val/acc")}
+            losses = {m.step: m.value for m in client.get_metric_history(run_id, "val/loss")}
+            first_best = min(step for step, acc in accs.items() if acc == max(accs.values()))
+            assert max(accs.values()) == pytest.approx(metrics["val/acc_best"])
+            val.setdefault((name, model), []).append(metrics["val/acc_best"])
+            loss.setdefault((name, model), []).append(losses[first_best])
+            size[model] = metrics["model/trainable_params"]
     return {
         name: min(
             (m for e, m in val if e == name),
-            key=lambda m: (-np.mean(val[(name, m)]), size[m], m),
+            key=lambda m: (-np.mean(val[(name, m)]), np.mean(loss[(name, m)]), size[m], m),
         )
         for name in experiments
     }
@@ -302,3 +313,38 @@ def test_a_fixed_schedule_is_chosen_on_the_last_validation_epoch(tmp_path):
     table = build_datasets_table(uri, ["fixed_1", "fixed_2"]).table.set_index("model")
     assert list(table.index[table["fixed_1_chosen"]]) == ["b"]
     assert table.loc["a", "fixed_1_mean"] == pytest.approx(0.95)
+
+
+def test_a_validation_accuracy_tie_goes_to_the_lower_validation_loss(tmp_path):
+    """A few dozen validation series make accuracies tie (JapaneseVowels in ts_suite: bilstm and
+    lstm_fcn both 98.77% mean). The tie goes to the lower mean validation loss of the weights
+    tested, not to fewer parameters: here the larger ``big``. For a best-validation checkpoint
+    that is the loss at the first epoch with the best accuracy (step 1, not the later, lower
+    step-2 loss of ``small``); for a fixed schedule, the last epoch's."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    runs = {  # model: (params, val/acc per step, val/loss per step, val/acc_best or None)
+        "small": (10, [0.5, 0.9, 0.9], [0.9, 0.40, 0.05], 0.9),
+        "big": (1000, [0.5, 0.9, 0.8], [0.9, 0.30, 0.60], 0.9),
+    }
+    for schedule in ("best", "fixed"):
+        experiment = client.create_experiment(schedule)
+        for model, (params, accs, losses, best) in runs.items():
+            if schedule == "fixed":  # the final weights tested: last accuracies tie, losses differ
+                accs, losses, best = [0.5, 0.9], [0.9, 0.2 if model == "big" else 0.3], None
+            run_id = client.create_run(experiment, tags={"model": model}).info.run_id
+            for step, (acc, loss) in enumerate(zip(accs, losses, strict=True)):
+                client.log_metric(run_id, "val/acc", acc, step=step)
+                client.log_metric(run_id, "val/loss", loss, step=step)
+            if best is not None:
+                client.log_metric(run_id, "val/acc_best", best)
+            client.log_metric(run_id, "model/trainable_params", params)
+            client.log_metric(run_id, "test/acc", 0.5)
+            client.set_terminated(run_id)
+    report = build_datasets_table(uri, ["best", "fixed"])
+    table = report.table.set_index("model")
+    assert list(table.index[table["best_chosen"]]) == ["big"]
+    assert list(table.index[table["fixed_chosen"]]) == ["big"]
+    best_rows = report.reports[0].table.set_index("model")
+    assert best_rows.loc["small", "val_loss_mean"] == pytest.approx(0.40)
+    assert best_rows.loc["big", "val_loss_mean"] == pytest.approx(0.30)

@@ -107,8 +107,8 @@ def compare(
 
     One row per group (the ``model`` tag by default) with the report's columns: ``n``,
     ``test_acc_mean``, ``test_acc_std`` (over seeds, ddof=1; NaN for one run),
-    ``val_acc_best_mean``, ``params``, ``epochs``, ``sec_per_epoch`` and the 95% interval
-    (``seqbench.report`` documents every column). Accuracies are fractions in [0, 1].
+    ``val_acc_best_mean``, ``val_loss_mean``, ``params``, ``epochs``, ``sec_per_epoch`` and the
+    95% interval (``seqbench.report`` documents every column). Accuracies are fractions in [0, 1].
     ``per_run=True`` returns the rows behind the means instead, one per included run (with
     ``run_id``). Only FINISHED runs with ``test/acc`` count (never a run that Optuna's pruner
     stopped early: it has no test); nothing is written.

@@ -16,15 +16,17 @@ Conventions, stated once because the files outlive this code:
   Markdown and LaTeX show percentages.
 - ``test_acc_std`` is the sample standard deviation (ddof=1) over the group's runs. For a single
   run it is blank (NaN in the DataFrame, an empty CSV cell), not 0: one run says nothing about spread.
-- ``val_acc_best_mean``: mean over runs of ``val/acc_best``. ``params``: mean of
+- ``val_acc_best_mean``: mean over runs of ``val/acc_best`` (the last ``val/acc`` for a fixed
+  schedule). ``val_loss_mean``: mean over runs of the validation loss of the tested weights
+  (the cross-dataset table's tie-break). ``params``: mean of
   ``model/trainable_params`` (identical across seeds). ``epochs``: mean over runs of the number of
   ``val/acc`` points (``trainer.max_epochs`` when a run has no history); it can be fractional when
   early stopping ends seeds at different epochs. ``sec_per_epoch``: mean over runs of each run's
   mean ``perf/epoch_seconds`` (training steps only, validation excluded).
 - Published reference rows (``--reference``) appear in Markdown and LaTeX only, marked
   "published"; ``table.csv`` holds measured rows only, so its columns are exactly the grouping
-  keys plus ``COLUMNS``: ``n, test_acc_mean, test_acc_std, val_acc_best_mean, params, epochs,
-  sec_per_epoch``, then the statistics over seeds (``seqbench.report.statistics``):
+  keys plus ``COLUMNS``: ``n, test_acc_mean, test_acc_std, val_acc_best_mean, val_loss_mean,
+  params, epochs, sec_per_epoch``, then the statistics over seeds (``seqbench.report.statistics``):
   ``test_acc_ci_low, test_acc_ci_high`` (95% Student-t interval, blank for one run) and, with
   ``--baseline``, ``diff_vs_baseline, p_value`` (Welch, two-sided) and ``diff_boot_low,
   diff_boot_high`` (bootstrap interval of the difference, rows with >= 5 runs only).

@@ -20,7 +20,9 @@ def parse_group_by(group_by: str | Sequence[str] | None) -> tuple[str, ...]:
     keys = [k.strip() for k in keys if k and k.strip()]
     if not keys:
         return DEFAULT_GROUP_BY
-    clash = sorted(set(keys) & {*COLUMNS, "run_id", "run_name", "test_acc", "val_acc_best"})
+    clash = sorted(
+        set(keys) & {*COLUMNS, "run_id", "run_name", "test_acc", "val_acc_best", "val_loss"}
+    )
     if clash:
         raise ReportError(f"cannot group by {clash}: the names are used by the table's own columns")
     if len(set(keys)) != len(keys):
@@ -51,6 +53,7 @@ def aggregate(
             test_acc_mean=("test_acc", "mean"),
             test_acc_std=("test_acc", "std"),  # pandas: ddof=1, NaN for one run
             val_acc_best_mean=("val_acc_best", "mean"),
+            val_loss_mean=("val_loss", "mean"),
             params=("params", "mean"),
             epochs=("epochs", "mean"),
             sec_per_epoch=("sec_per_epoch", "mean"),

@@ -30,6 +30,7 @@ COLUMNS: tuple[str, ...] = (
     "test_acc_mean",
     "test_acc_std",
     "val_acc_best_mean",
+    "val_loss_mean",
     "params",
     "epochs",
     "sec_per_epoch",

@@ -56,9 +56,26 @@ def exclusion_reason(
     return None
 
 
+def _points(client: MlflowClient, run_id: str, key: str) -> list:
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+
+
 def _history(client: MlflowClient, run_id: str, key: str) -> np.ndarray:
-    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    return np.array([m.value for m in points], dtype=float)
+    return np.array([m.value for m in _points(client, run_id, key)], dtype=float)
+
+
+def tested_val_loss(client: MlflowClient, run: Run) -> float:
+    """The validation loss of the weights tested: the last epoch's for a fixed schedule (no
+    ``val/acc_best``), else that of the first epoch reaching ``val/acc_best`` (the checkpoint
+    kept). With 8-54 validation series, accuracies tie often; the loss still tells them apart
+    (``seqbench.report.datasets.chosen_on_validation``)."""
+    metrics = run.data.metrics
+    if "val/acc_best" not in metrics:
+        return metrics.get("val/loss", math.nan)
+    best = metrics["val/acc_best"]
+    steps = [m.step for m in _points(client, run.info.run_id, "val/acc") if m.value >= best - 1e-6]
+    losses = {m.step: m.value for m in _points(client, run.info.run_id, "val/loss")}
+    return losses.get(steps[0], math.nan) if steps else math.nan
 
 
 def _float(text: str | None) -> float:
@@ -88,6 +105,7 @@ def run_record(
         # checkpoint was chosen on validation (a fixed schedule, e.g. experiment=ts_suite),
         # the last epoch's
         "val_acc_best": metrics.get("val/acc_best", metrics.get("val/acc", math.nan)),
+        "val_loss": tested_val_loss(client, run),
         "params": metrics.get("model/trainable_params", math.nan),
         "epochs": epochs,
         "sec_per_epoch": float(seconds.mean()) if len(seconds) else math.nan,
