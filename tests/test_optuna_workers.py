@@ -137,16 +137,13 @@ def test_two_workers_on_one_journal_study_finish_exactly_n_trials(tmp_path):
     by_trial = {int(r.data.tags["optuna_trial"]): r for r in runs}
     assert sorted(by_trial) == sorted(t.number for t in complete)
     for trial in complete:  # each job got its trial's identity
-        # The sweeper records the job's folder on trials it tells; a trial its job pruned is
-        # finished before that (the pruner may stop the sixth), so read it from the MLflow run.
-        output_dir = (
-            trial.user_attrs.get(OUTPUT_DIR_ATTR) or by_trial[trial.number].data.tags["output_dir"]
-        )
+        # every finished trial names the job's folder, a pruned one too (the pruner may stop
+        # the sixth): the job records it when it links its run, before it can prune
+        output_dir = trial.user_attrs[OUTPUT_DIR_ATTR]
+        assert output_dir == by_trial[trial.number].data.tags["output_dir"]
         job = OmegaConf.load(Path(output_dir) / ".hydra" / "config.yaml")
         assert job.optuna_trial.number == trial.number
         assert job.optuna_trial.study == STUDY and job.optuna_trial.storage == storage
-    told = [t for t in complete if t.state == TrialState.COMPLETE]
-    assert all(OUTPUT_DIR_ATTR in t.user_attrs for t in told)
 
 
 def test_two_workers_on_one_postgresql_study_finish_exactly_n_trials(tmp_path, postgres):

@@ -29,6 +29,7 @@ from seqbench.report import main
 from seqbench.run.lifecycle import RunLifecycle
 from seqbench.run.optuna_trial import (
     EXPERIMENT_ID_ATTR,
+    OUTPUT_DIR_ATTR,
     PRUNED_EPOCH_ATTR,
     PRUNED_EPOCH_TAG,
     PRUNED_TAG,
@@ -116,6 +117,8 @@ def test_a_pruned_job_stops_at_once_and_says_so_in_optuna_and_mlflow(store):
     assert trial.user_attrs[RUN_ID_ATTR] == result.run_id
     run = store["client"].get_run(result.run_id)
     assert trial.user_attrs[EXPERIMENT_ID_ATTR] == run.info.experiment_id
+    # the sweeper tells no pruned trial, so the job names its folder, as for a completed one
+    assert trial.user_attrs[OUTPUT_DIR_ATTR] == f"{store['root']}/outputs/pruned"
     assert run.info.status == "FINISHED"
     assert run.data.tags[PRUNED_TAG] == "true" and run.data.tags[PRUNED_EPOCH_TAG] == "0"
     assert not [k for k in run.data.metrics if k.startswith("test/")]  # no test stage

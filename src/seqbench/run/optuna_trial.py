@@ -32,6 +32,9 @@ PRUNER_ATTR = "seqbench.pruner"  # study user attr: the pruner's config, absent/
 PRUNED_EPOCH_ATTR = "seqbench.pruned_epoch"  # trial user attr: the epoch the pruner stopped at
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attrs: the MLflow run the trial trained
 EXPERIMENT_ID_ATTR = "mlflow_experiment_id"
+# the job's output folder; the sweeper writes the same attr (hydra_plugins' trials.py, which
+# imports nothing from seqbench) on trials it tells, the job on every trial it links
+OUTPUT_DIR_ATTR = "seqbench.output_dir"
 PRUNED_TAG = "seqbench.pruned"  # MLflow run tags of a pruned run: "true" and the epoch
 PRUNED_EPOCH_TAG = "seqbench.pruned_epoch"
 
@@ -65,11 +68,14 @@ def _open_storage(url: str):  # noqa: ANN202 - an optuna.storages.BaseStorage
 class TrialLink:
     """One trial of a study in an Optuna storage, opened by the job that runs it."""
 
-    def __init__(self, storage: str, study_name: str, number: int) -> None:
+    def __init__(
+        self, storage: str, study_name: str, number: int, output_dir: str | None = None
+    ) -> None:
         import optuna
         from hydra.utils import instantiate
 
         self.number = number
+        self.output_dir = output_dir  # the job's folder, recorded on the trial when linked
         self.where = f"trial {number} of study {study_name!r} in {redact_uri(storage)}"
         try:
             backend = _open_storage(storage)
@@ -101,18 +107,27 @@ class TrialLink:
             return None
         values = OmegaConf.to_container(spec, resolve=True)
         assert isinstance(values, dict)
-        return cls(str(values["storage"]), str(values["study"]), int(values["number"]))
+        output_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+        return cls(
+            str(values["storage"]),
+            str(values["study"]),
+            int(values["number"]),
+            str(output_dir) if output_dir else None,
+        )
 
     def _finished(self) -> bool:
         return self._storage.get_trial(self._trial_id).state.is_finished()
 
     def link_run(self, run_id: str, experiment_id: str) -> None:
-        """Name the trial's MLflow run (a trial already finished keeps its attributes)."""
+        """Name the trial's MLflow run and the job's output folder, before the job can prune
+        the trial: a finished trial takes no attributes (and keeps those it has)."""
         if self._finished():
             log.info("Optuna %s is finished already; not linking run %s", self.where, run_id)
             return
         self.trial.set_user_attr(RUN_ID_ATTR, run_id)
         self.trial.set_user_attr(EXPERIMENT_ID_ATTR, str(experiment_id))
+        if self.output_dir:
+            self.trial.set_user_attr(OUTPUT_DIR_ATTR, self.output_dir)
 
     def report(self, value: float, epoch: int) -> bool:
         """Report ``value`` at step ``epoch``; whether the study's pruner stops the trial. A trial
