@@ -141,3 +141,27 @@ def test_the_report_reads_runs_without_importing_lightning_or_torch():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_seqbench_predict_refuses_a_closed_store_before_importing_torch():
+    """A wrong password or a server that is down is refused in about the time MLflow takes to
+    ask, not after torch's import (about 6 s on 2 cores; ``seqbench.serving.schema`` says why the
+    scoring columns live apart from ``inference``)."""
+    import subprocess
+    import sys
+
+    from helpers import free_port
+
+    probe = (
+        "import sys\n"
+        "from seqbench.serving import predict\n"
+        f"rc = predict.main(['--model', 'models:/x@champion', '--tracking-uri', "
+        f"'http://127.0.0.1:{free_port()}', 'a film'])\n"
+        "print(rc, sorted({'lightning', 'torch'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "2 []"
+    assert "cannot reach the MLflow tracking server" in done.stderr

@@ -23,16 +23,17 @@ from torch import nn
 
 from seqbench.data.text import FIRST_WORD_INDEX, SIDES, TOKENIZERS, Vocabulary, tokenize, truncate
 from seqbench.models.encoders import ConvLSTMEncoder, LSTMEncoder
+from seqbench.serving.schema import (
+    LABEL_COLUMN,
+    PROB_PREFIX,
+    TOKENS_COLUMN,
+    TRUNCATED_COLUMN,
+    check_texts,
+)
 from seqbench.training.parallel import BatchSplitter
 
 WEIGHTS, NET_CONFIG, PREPROCESSING = "weights.pt", "net.yaml", "preprocessing.json"
 BUNDLE_FORMAT = 1
-LABEL_COLUMN, TOKENS_COLUMN, TRUNCATED_COLUMN = "label", "tokens", "truncated"
-PROB_PREFIX = "prob_"
-
-
-class InputError(ValueError):
-    """Input a user can fix (a non-string value, ...); callers print it as one line."""
 
 
 @dataclass(frozen=True)
@@ -105,21 +106,6 @@ class Encoded:
     ids: Sequence[int]
     tokens: int  # words (or characters) in the text, before truncation
     truncated: bool
-
-
-def check_texts(values: Iterable[Any], where: Callable[[int], str] | None = None) -> list[str]:
-    """The values as strings, or ``InputError`` naming the first non-string one.
-
-    Numbers or nulls are refused rather than stringified: ``nan`` or ``3`` scored as a review
-    would be a silent wrong answer."""
-    texts = list(values)
-    for i, value in enumerate(texts):
-        if not isinstance(value, str):
-            place = where(i) if where else f"input {i}"
-            raise InputError(
-                f"{place}: expected a string, got {type(value).__name__} {value!r:.40}"
-            )
-    return texts
 
 
 class Predictor:

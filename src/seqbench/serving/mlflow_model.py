@@ -31,17 +31,15 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 from omegaconf import DictConfig, OmegaConf
 
-from seqbench.serving.inference import (
+from seqbench.serving.inference import Predictor, Preprocessing, save_bundle
+from seqbench.serving.numeric import NumericPredictor, NumericPreprocessing, series_from_input
+from seqbench.serving.schema import (
     LABEL_COLUMN,
     TOKENS_COLUMN,
     TRUNCATED_COLUMN,
     InputError,
-    Predictor,
-    Preprocessing,
     check_texts,
-    save_bundle,
 )
-from seqbench.serving.numeric import NumericPredictor, NumericPreprocessing, series_from_input
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,8 @@ import torch
 from torch import nn
 
 from seqbench.data.series_prep import Normalizer, fill_missing, trim
-from seqbench.serving.inference import (
-    LABEL_COLUMN,
-    NET_CONFIG,
-    PREPROCESSING,
-    PROB_PREFIX,
-    WEIGHTS,
-    InputError,
-)
+from seqbench.serving.inference import NET_CONFIG, PREPROCESSING, WEIGHTS
+from seqbench.serving.schema import LABEL_COLUMN, PROB_PREFIX, InputError
 
 SERIES_COLUMN, STEPS_COLUMN = "series", "steps"
 

@@ -21,22 +21,24 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pandas as pd
 
 from seqbench.config.access import TrackingUnreachable, check_reachable
 from seqbench.config.store import DEFAULT_URI_HELP, default_tracking_uri, redact_text, redact_uri
-from seqbench.serving.inference import (
+from seqbench.serving.schema import (
     LABEL_COLUMN,
     PROB_PREFIX,
     TOKENS_COLUMN,
     TRUNCATED_COLUMN,
     InputError,
-    Predictor,
     check_texts,
 )
-from seqbench.training.parallel import BatchSplitter
+
+if TYPE_CHECKING:  # torch: imported once the model is known to be reachable (schema says why)
+    from seqbench.serving.inference import Predictor
+    from seqbench.training.parallel import BatchSplitter
 
 EXIT_USAGE = 2
 PROGRESS_FROM = 1000  # texts; smaller inputs finish before a bar would say anything
@@ -149,18 +151,20 @@ def model_uri(model: str) -> str:
 
 
 def load_predictor(model: str, tracking_uri: str, device: str, batch_size: int = 256) -> Predictor:
-    """The seqbench predictor inside an MLflow model; MLflow errors become one line."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from seqbench.serving.mlflow_model import SeqbenchTextClassifier, use_store
-
+    """The seqbench predictor inside an MLflow model; MLflow errors become one line. A model in
+    the store is refused before torch is imported when the store will not let us in."""
     uri = model_uri(model)
     if uri.startswith(("runs:/", "models:/")):  # read from the store: it must let us in
         try:
             check_reachable(tracking_uri)
         except TrackingUnreachable as exc:
             raise PredictError(str(exc)) from None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from seqbench.serving.inference import Predictor
+    from seqbench.serving.mlflow_model import SeqbenchTextClassifier, use_store
+
     try:
         with use_store(tracking_uri):
             loaded = mlflow.pyfunc.load_model(uri)
@@ -199,6 +203,8 @@ def cpu_splitter(device: str, batch_size: int = 256) -> BatchSplitter | None:
     intra-op threads; independent slices keep every core busy (docs/benchmarks.md, issue 9).
     Sets torch's intra-op threads to the cores per slice (a process-wide setting)."""
     import torch
+
+    from seqbench.training.parallel import BatchSplitter
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     splits = min(cores or 1, max(1, batch_size // MIN_SLICE))
@@ -329,12 +335,12 @@ def _predict_with_progress(predictor: Predictor, texts: list[str], batch_size: i
 
 def _main_series(args: argparse.Namespace) -> int:
     """Numeric series from ``--file``, scored by a numeric model (``seqbench.serving.numeric``)."""
-    from seqbench.serving.numeric import NumericPredictor, read_series_input
-
     try:
         predictor = load_predictor(
             args.model, args.tracking_uri or default_tracking_uri(), args.device
         )
+        from seqbench.serving.numeric import NumericPredictor, read_series_input
+
         if not isinstance(predictor, NumericPredictor):
             raise PredictError(f"{args.model} is a text model; numeric series need a numeric one")
         stdin = sys.stdin.read() if args.file == "-" else None
