@@ -90,9 +90,8 @@ def reading_note(report: DatasetsReport, published: bool) -> list[str]:
         f"Cells: mean ± sample std (ddof=1) of {unit} over a model's runs on that dataset "
         f"(n = {n} runs per cell unless marked), bold: the best measured mean per dataset (a "
         f"choice made on test data), {CHOSEN}: the model validation alone chooses (highest mean "
-        "best validation accuracy, the last epoch's for a fixed schedule; ties: lower mean validation "
-        "loss, then fewer parameters), "
-        "the figure to quote as the "
+        "best validation accuracy, the last epoch's for a fixed schedule; ties: lower mean "
+        "validation loss, then fewer parameters), the figure to quote as the "
         f"dataset's best, {MISSING}: no finished run.",
         f"avg rank: a model's rank on each dataset (1 = best, ties share the average rank), "
         f"averaged over the {len(ranking.used)} dataset{'s' * (len(ranking.used) != 1)} where "
