@@ -14,6 +14,7 @@ parameters, then the name), the figure to quote for "the best model on this data
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,12 +96,10 @@ def chosen_on_validation(cells: pd.DataFrame) -> str | None:
     known = cells[cells["val"].notna()]
     if known.empty:
         return None
-
-    def evidence(m: str) -> tuple:
-        loss = known.at[m, "val_loss"]
-        return (-known.at[m, "val"], pd.isna(loss), 0.0 if pd.isna(loss) else loss)
-
-    order = sorted(known.index, key=lambda m: (*evidence(m), known.at[m, "params"], m))
+    loss = known["val_loss"].fillna(math.inf)
+    order = sorted(
+        known.index, key=lambda m: (-known.at[m, "val"], loss[m], known.at[m, "params"], m)
+    )
     return order[0]
 
 

@@ -64,18 +64,21 @@ def _history(client: MlflowClient, run_id: str, key: str) -> np.ndarray:
     return np.array([m.value for m in _points(client, run_id, key)], dtype=float)
 
 
-def tested_val_loss(client: MlflowClient, run: Run) -> float:
+def tested_val_loss(client: MlflowClient, run: Run, val_acc: Sequence) -> float:
     """The validation loss of the weights tested: the last epoch's for a fixed schedule (no
     ``val/acc_best``), else that of the first epoch reaching ``val/acc_best`` (the checkpoint
-    kept). With 8-54 validation series, accuracies tie often; the loss still tells them apart
+    kept), found in ``val_acc`` (the run's ``val/acc`` points, read once by ``run_record``).
+    With 8-54 validation series, accuracies tie often; the loss still tells them apart
     (``seqbench.report.datasets.chosen_on_validation``)."""
     metrics = run.data.metrics
     if "val/acc_best" not in metrics:
         return metrics.get("val/loss", math.nan)
     best = metrics["val/acc_best"]
-    steps = [m.step for m in _points(client, run.info.run_id, "val/acc") if m.value >= best - 1e-6]
+    steps = [m.step for m in val_acc if m.value >= best - 1e-6]
+    if not steps:
+        return math.nan
     losses = {m.step: m.value for m in _points(client, run.info.run_id, "val/loss")}
-    return losses.get(steps[0], math.nan) if steps else math.nan
+    return losses.get(steps[0], math.nan)
 
 
 def _float(text: str | None) -> float:
@@ -90,7 +93,8 @@ def run_record(
 ) -> tuple[dict, np.ndarray]:
     """The table's inputs from one included run, and its ``val/acc`` curve."""
     info, metrics = run.info, run.data.metrics
-    val_acc = _history(client, info.run_id, "val/acc")
+    acc_points = _points(client, info.run_id, "val/acc")
+    val_acc = np.array([m.value for m in acc_points], dtype=float)
     seconds = _history(client, info.run_id, "perf/epoch_seconds")
     epochs = (
         float(len(val_acc)) if len(val_acc) else _float(run.data.params.get("trainer.max_epochs"))
@@ -105,7 +109,7 @@ def run_record(
         # checkpoint was chosen on validation (a fixed schedule, e.g. experiment=ts_suite),
         # the last epoch's
         "val_acc_best": metrics.get("val/acc_best", metrics.get("val/acc", math.nan)),
-        "val_loss": tested_val_loss(client, run),
+        "val_loss": tested_val_loss(client, run, acc_points),
         "params": metrics.get("model/trainable_params", math.nan),
         "epochs": epochs,
         "sec_per_epoch": float(seconds.mean()) if len(seconds) else math.nan,
