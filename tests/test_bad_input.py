@@ -76,6 +76,44 @@ def test_bad_config_values_stop_before_anything_is_written(
     _nothing_written(tmp_path, "synthetic")
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (  # added with +: the class refuses it, naming its settings (batching's included)
+            [*TINY, "+data.batchsize=3"],
+            [
+                "invalid data configuration: data.batchsize is not a setting of "
+                "SyntheticDataModule; its settings: name, num_classes, max_len",
+                "batch_size, eval_batch_size",
+                "n_train, n_test",
+            ],
+        ),
+        (
+            [*TINY, "data.vocab_size=5", "model.vocab_size=5"],
+            [
+                "invalid data configuration: data (SyntheticDataModule) refused its settings: "
+                "synthetic vocab_size must be at least 6"
+            ],
+        ),
+        (["data=text_files", "data.train=MISSING.csv"], ["data.train: MISSING.csv does not exist"]),
+        (  # raised while the class is built (it checks its files at once)
+            ["data=series", "data.train=MISSING.ts", "model=lstm_fcn"],
+            ["data.train: MISSING.ts does not exist"],
+        ),
+    ],
+    ids=["unknown_key", "refused_value", "missing_text_file", "missing_series_file"],
+)
+def test_a_data_refusal_is_one_message_and_exit_2(tmp_path, monkeypatch, capfd, args, expected):
+    missing = str(tmp_path / "nope")
+    args = [a.replace("MISSING", missing) for a in args]
+    code, output = _run_main(tmp_path, [*args, "trainer.max_epochs=1"], monkeypatch, capfd)
+    assert code == 2, output[-2000:]
+    for text in expected:
+        assert text.replace("MISSING", missing) in output, output[-2000:]
+    assert "Traceback" not in output and "HYDRA_FULL_ERROR" not in output
+    _nothing_written(tmp_path, "synthetic" if "data=synthetic" in args else "nope")
+
+
 def test_data_subset_out_of_range_on_imdb(tmp_path, monkeypatch, capfd, fake_imdb_dir):
     code, output = _run_main(
         tmp_path, [f"data.archive={fake_imdb_dir}", "data.subset=1"], monkeypatch, capfd

@@ -14,13 +14,15 @@ import time
 import warnings
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from seqbench.config.paths import register_resolvers
+from seqbench.config.settings import refusal_message
 from seqbench.config.validation import ConfigError, check_config
 from seqbench.data.archive import ArchiveError
-from seqbench.data.series_files import SeriesDataError
+from seqbench.data.file_format import DataFileError
 from seqbench.launch import ddp
 from seqbench.models.inputs import InputKindError, adapt_to_data, check_input_kind
 from seqbench.run import resume, tracking
@@ -54,7 +56,7 @@ USER_ERRORS = (
     resume.ResumeError,
     ArchiveError,
     NonFiniteLossError,
-    SeriesDataError,
+    DataFileError,  # a user's text or series file (SeriesDataError included)
     InputKindError,
     TrialUnavailable,
 )
@@ -140,12 +142,27 @@ def train(cfg: DictConfig) -> TrainResult:
         release_freed_memory()
 
 
+def _data_refusal(exc: InstantiationException) -> Exception:
+    """What the data class's refusal to be built means to a user: its own user error (a file
+    that is not there), or a ``ConfigError`` naming the key (a setting it does not take, a value
+    it refuses). Anything else stays the unexpected error it is."""
+    cause = exc.__cause__
+    if isinstance(cause, USER_ERRORS):
+        return cause
+    if isinstance(cause, (ValueError, TypeError)):
+        return ConfigError(f"invalid data configuration: {refusal_message(exc, 'data')}")
+    return exc
+
+
 def setup_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """The data, read, checked and encoded; ``data.num_classes: null`` becomes the number of
     classes found, which the model's ``num_classes: ${data.num_classes}`` then follows; numeric
     data tells the model its channel count (``seqbench.models.inputs``)."""
     check_input_kind(cfg)  # before any data is read or cached
-    datamodule = instantiate(cfg.data)
+    try:
+        datamodule = instantiate(cfg.data)
+    except InstantiationException as exc:
+        raise _data_refusal(exc) from None
     datamodule.sampler_seed = cfg.seed
     datamodule.prepare_data()
     datamodule.setup("fit")

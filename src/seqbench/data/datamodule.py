@@ -19,8 +19,8 @@ from seqbench.data.corpus import (
 )
 from seqbench.data.encoding import encode_corpus
 from seqbench.data.imdb import IMDB_MD5, IMDB_URL, locate, read_imdb
-from seqbench.data.sampling import BucketBatchSampler, PadCollate, SortedBatchSampler
-from seqbench.data.synthetic import make_synthetic
+from seqbench.data.sampling import Batching, PadCollate, SortedBatchSampler
+from seqbench.data.synthetic import SyntheticTask
 from seqbench.data.text import SIDES, TOKENIZERS
 
 log = logging.getLogger(__name__)
@@ -54,25 +54,23 @@ class SequenceDataModule(L.LightningDataModule):
     seeds do. Evaluation is sorted by length in batches of ``eval_batch_size``. The validation
     split is held out of the training split (stratified, seeded by ``split_seed``; or by whole
     groups, IMDB's movies, with ``val_split=grouped``); the test split is only ever used for the
-    final test metrics.
+    final test metrics. The batching settings (``batch_size``, ``bucketing``, ...) are taken as
+    keywords and kept in ``self.batching`` (``seqbench.data.sampling.Batching``).
     """
+
+    passes_settings_to = (Batching,)  # seqbench.config.settings: the **batching keywords
 
     def __init__(
         self,
         name: str = "data",
         num_classes: int | None = None,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
         max_len: int = 500,
         padding: str = "pre",
-        bucketing: bool = True,
         val_fraction: float = 0.1,
         split_seed: int = 1234,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        bucket_pool_batches: int = 100,
-        class_weights: str | None = None,
         val_split: str = "stratified",
+        class_weights: str | None = None,
+        **batching,
     ) -> None:
         super().__init__()
         _check_choice("padding", padding, SIDES)
@@ -83,18 +81,13 @@ class SequenceDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_fraction={val_fraction} must be between 0 and 1")
         self.name = name
         self.expected_classes = num_classes
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
         self.max_len = max_len
         self.padding = padding
-        self.bucketing = bucketing
         self.val_fraction = val_fraction
         self.split_seed = split_seed
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.bucket_pool_batches = bucket_pool_batches
-        self.class_weights = class_weights
         self.val_split = val_split
+        self.class_weights = class_weights
+        self.batching = Batching(**batching)
         self.corpus: EncodedCorpus | None = None
         self.sampler_seed = 0  # set from the run's seed by the training entry point
         self.splits: dict[str, EncodedSplit] = {}
@@ -164,7 +157,7 @@ class SequenceDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _collate(self) -> PadCollate:
-        return PadCollate(self.padding, None if self.bucketing else self.max_len)
+        return PadCollate(self.padding, None if self.batching.bucketing else self.max_len)
 
     def train_dataloader(self) -> DataLoader:
         split = self.splits["train"]
@@ -172,26 +165,9 @@ class SequenceDataModule(L.LightningDataModule):
         # trainer.overfit_batches (debug=overfit) must see the same few batches every epoch;
         # Lightning turns shuffling off only for samplers it knows, not for this batch sampler.
         shuffle = not (self.trainer is not None and self.trainer.overfit_batches > 0)
-        if self.bucketing:
-            sampler = BucketBatchSampler(
-                split.lengths,
-                self.batch_size,
-                seed=self.sampler_seed,
-                shuffle=shuffle,
-                pool_batches=self.bucket_pool_batches,
-                num_replicas=replicas,
-                rank=rank,
-            )
-        else:  # the seeds' way: uniform shuffled batches; pool size 1 batch == no length sorting
-            sampler = BucketBatchSampler(
-                np.zeros(len(split)),
-                self.batch_size,
-                seed=self.sampler_seed,
-                shuffle=shuffle,
-                pool_batches=1,
-                num_replicas=replicas,
-                rank=rank,
-            )
+        sampler = self.batching.train_sampler(
+            split.lengths, self.sampler_seed, shuffle, replicas, rank
+        )
         if self._resume_train_at is not None:
             sampler.resume_at(*self._resume_train_at)
             self._resume_train_at = None
@@ -215,7 +191,7 @@ class SequenceDataModule(L.LightningDataModule):
         split = self.splits[name]
         replicas, rank = self._distributed()
         return self._loader(
-            split, SortedBatchSampler(split.lengths, self.eval_batch_size, replicas, rank)
+            split, SortedBatchSampler(split.lengths, self.batching.eval_batch_size, replicas, rank)
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -237,9 +213,9 @@ class SequenceDataModule(L.LightningDataModule):
             SplitDataset(split),
             batch_sampler=batch_sampler,
             collate_fn=self._collate(),
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            num_workers=self.batching.num_workers,
+            pin_memory=self.batching.pin_memory,
+            persistent_workers=self.batching.num_workers > 0,
             generator=torch.Generator().manual_seed(self.sampler_seed),
         )
 
@@ -318,27 +294,24 @@ class IMDBDataModule(RawTextDataModule):
 
 
 class SyntheticDataModule(SequenceDataModule):
-    """The generated marker-order task (see ``seqbench.data.synthetic``); no download."""
+    """The generated marker-order task (``seqbench.data.synthetic``); no download. Its config
+    keys ``n_train``, ``n_test``, ``vocab_size``, ``min_len``, ``generator_seed`` (and the shared
+    ``max_len``) are the ``SyntheticTask``'s settings, whose defaults live there."""
 
     def __init__(
         self,
-        n_train: int = 2000,
-        n_test: int = 1000,
-        vocab_size: int = 32,
-        min_len: int = 20,
-        generator_seed: int = 1234,
+        n_train: int = SyntheticTask.n_train,
+        n_test: int = SyntheticTask.n_test,
+        vocab_size: int = SyntheticTask.vocab_size,
+        min_len: int = SyntheticTask.min_len,
+        generator_seed: int = SyntheticTask.seed,
         **kwargs,
     ) -> None:
-        kwargs.setdefault("max_len", 60)
+        kwargs.setdefault("max_len", SyntheticTask.max_len)
         super().__init__(**kwargs)
-        self.generator_args = dict(
-            n_train=n_train,
-            n_test=n_test,
-            vocab_size=vocab_size,
-            min_len=min_len,
-            max_len=self.max_len,
-            seed=generator_seed,
+        self.task = SyntheticTask(
+            n_train, n_test, vocab_size, min_len, self.max_len, generator_seed
         )
 
     def load_corpus(self) -> EncodedCorpus:
-        return make_synthetic(**self.generator_args)
+        return self.task.generate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -165,3 +166,34 @@ class PadCollate:
                     tokens[row, width - n :] = torch.from_numpy(seq)
         labels = torch.tensor([label for _, label in items], dtype=torch.long)
         return tokens, lengths, labels
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a data module cuts its splits into batches: the ``data.*`` keys of the same names
+    (``SequenceDataModule`` takes them as keywords), each default defined here only."""
+
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    bucketing: bool = True
+    bucket_pool_batches: int = 100
+    num_workers: int = 0
+    pin_memory: bool = False
+
+    def train_sampler(
+        self, lengths: np.ndarray, seed: int, shuffle: bool, num_replicas: int, rank: int
+    ) -> BucketBatchSampler:
+        """Length buckets, or (``bucketing=False``) the seeds' uniform shuffled batches: equal
+        lengths and a pool of one batch leave nothing to sort."""
+        pool = self.bucket_pool_batches
+        if not self.bucketing:
+            lengths, pool = np.zeros(len(lengths)), 1
+        return BucketBatchSampler(
+            lengths,
+            self.batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            pool_batches=pool,
+            num_replicas=num_replicas,
+            rank=rank,
+        )

@@ -182,10 +182,11 @@ class UCRDataModule(SeriesDataModule):
 
     def __init__(
         self,
-        name: str,
         cache_dir: str,
         archive: str | None = None,
         url: str | None = None,
+        *,
+        name: str,  # required here (the base's default "data" names no data set)
         **kwargs,
     ) -> None:
         super().__init__(cache_dir, name=name, **kwargs)

@@ -8,6 +8,8 @@ recurrent model has to carry the first marker across the sequence to solve it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from seqbench.data.corpus import EncodedCorpus, EncodedSplit
@@ -36,28 +38,34 @@ def _make_split(
     return EncodedSplit.from_sequences(sequences, labels)
 
 
-def make_synthetic(
-    n_train: int = 2000,
-    n_test: int = 1000,
-    vocab_size: int = 32,
-    min_len: int = 20,
-    max_len: int = 60,
-    seed: int = 1234,
-) -> EncodedCorpus:
-    """Deterministic for a given ``seed`` and sizes (independent of the training seed)."""
-    if vocab_size < FIRST_WORD_INDEX + 3:
-        raise ValueError(f"synthetic vocab_size must be at least {FIRST_WORD_INDEX + 3}")
-    if min_len < 6 or max_len < min_len:
-        raise ValueError("synthetic lengths need 6 <= min_len <= max_len")
-    rng = np.random.default_rng(seed)
-    train = _make_split(n_train, vocab_size, min_len, max_len, rng)
-    test = _make_split(n_test, vocab_size, min_len, max_len, rng)
-    return EncodedCorpus(
-        train,
-        test,
-        classes=["B first", "A first"],
-        vocab=None,
-        meta={
-            "fingerprint": f"synthetic-{seed}-{n_train}-{n_test}-{vocab_size}-{min_len}-{max_len}"
-        },
-    )
+@dataclass(frozen=True)
+class SyntheticTask:
+    """The generator's settings, each default defined here only (``data=synthetic`` sets them;
+    ``SyntheticDataModule`` takes them from its config keys). The same settings give the same
+    data, whatever the training seed."""
+
+    n_train: int = 2000
+    n_test: int = 1000
+    vocab_size: int = 32
+    min_len: int = 20
+    max_len: int = 60
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < FIRST_WORD_INDEX + 3:
+            raise ValueError(f"synthetic vocab_size must be at least {FIRST_WORD_INDEX + 3}")
+        if self.min_len < 6 or self.max_len < self.min_len:
+            raise ValueError("synthetic lengths need 6 <= min_len <= max_len")
+
+    def generate(self) -> EncodedCorpus:
+        rng = np.random.default_rng(self.seed)
+        train = _make_split(self.n_train, self.vocab_size, self.min_len, self.max_len, rng)
+        test = _make_split(self.n_test, self.vocab_size, self.min_len, self.max_len, rng)
+        sizes = f"{self.n_train}-{self.n_test}-{self.vocab_size}-{self.min_len}-{self.max_len}"
+        return EncodedCorpus(
+            train,
+            test,
+            classes=["B first", "A first"],
+            vocab=None,
+            meta={"fingerprint": f"synthetic-{self.seed}-{sizes}"},
+        )

@@ -67,9 +67,8 @@ class Preprocessing:
         if corpus.vocab is not None:
             words = list(corpus.vocab.words)
         else:
-            size = getattr(datamodule, "generator_args", {}).get("vocab_size") or getattr(
-                datamodule, "vocab_size", None
-            )
+            task = getattr(datamodule, "task", None)  # SyntheticDataModule's generator
+            size = task.vocab_size if task is not None else getattr(datamodule, "vocab_size", None)
             if size is None:
                 raise ValueError(
                     f"the {datamodule.name} corpus has no vocabulary and no vocab_size: "
@@ -82,7 +81,7 @@ class Preprocessing:
             max_len=int(datamodule.max_len),
             truncating=str(getattr(datamodule, "truncating", "pre")),
             padding=str(datamodule.padding),
-            fixed_length=not bool(datamodule.bucketing),
+            fixed_length=not datamodule.batching.bucketing,
             labels=[str(c) for c in corpus.classes],
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 from collections.abc import Callable, Iterable
 
@@ -11,12 +10,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torchmetrics import AUROC, Accuracy, F1Score, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score
 
+from seqbench.config.settings import refusal_message, refused_key
 from seqbench.config.validation import ConfigError
 from seqbench.models.arguments import ModelArgumentError
 from seqbench.models.classifier import count_trainable
@@ -216,24 +216,11 @@ def refused_setting(exc: InstantiationException) -> str:
     """What a model class refused, named by its config key: ``model.net.encoder.pooling='x' is
     not valid: expected one of: ...`` (``ModelArgumentError``), an argument the class does not
     take with the ones it does, or the class's own message under the node's key."""
-    text, cause = str(exc), exc.__cause__
-    node = re.search(r"full_key: (\S+)", text)
-    key = node.group(1) if node else "model.net"
-    found = re.search(r"target '([^']+)'", text)
-    target = found.group(1) if found else "the model"
-    name = target.rsplit(".", 1)[-1]
+    cause = exc.__cause__
     if isinstance(cause, ModelArgumentError):
+        key = refused_key(exc, "model.net")
         return f"{key}.{cause.argument}={cause.value!r} is not valid: expected {cause.allowed}"
-    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
-    if isinstance(cause, TypeError) and unknown:
-        try:
-            taken = [p for p in inspect.signature(get_class(target)).parameters if p != "self"]
-        except (ImportError, ValueError, TypeError):
-            taken = []
-        return f"{key}.{unknown.group(1)} is not a setting of {name}; its settings: " + ", ".join(
-            taken
-        )
-    return f"{key} ({name}) refused its settings: {cause}"
+    return refusal_message(exc, "model.net")
 
 
 def build_task(cfg: DictConfig, batch_split: int = 1) -> ClassificationTask:
