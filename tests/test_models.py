@@ -49,7 +49,9 @@ def test_seed_lstm_matches_keras_count_up_to_second_bias(tmp_path):
 
 
 def test_multiclass_head():
-    net = SequenceClassifier(LSTMEncoder(50, 8, 16), num_classes=5)
+    net = SequenceClassifier(
+        LSTMEncoder(vocab_size=50, embedding_dim=8, hidden_size=16), num_classes=5
+    )
     assert net(torch.randint(0, 50, (3, 7)), torch.tensor([7, 3, 1])).shape == (3, 5)
 
 
@@ -68,7 +70,9 @@ def test_keras_init_is_default_and_torch_keeps_pytorch_init(tmp_path):
 
 def test_unknown_init_names_choices():
     with pytest.raises(ValueError, match="keras, torch"):
-        SequenceClassifier(LSTMEncoder(50, 8, 16), init="glorot")
+        SequenceClassifier(
+            LSTMEncoder(vocab_size=50, embedding_dim=8, hidden_size=16), init="glorot"
+        )
 
 
 def _recurrent_unchanged(layer: KerasLSTM, x: torch.Tensor, column: int, seed: int) -> torch.Tensor:

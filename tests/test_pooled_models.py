@@ -51,7 +51,14 @@ def test_output_shape_and_parameter_count(arch, tmp_path):
 
 
 def test_conv_front_end_stacking_and_pooling_choices_change_the_counts():
-    conv = PooledRNNEncoder(100, 16, 8, num_layers=2, conv_filters=12, conv_kernel_size=5)
+    conv = PooledRNNEncoder(
+        vocab_size=100,
+        embedding_dim=16,
+        hidden_size=8,
+        num_layers=2,
+        conv_filters=12,
+        conv_kernel_size=5,
+    )
     expected = (
         100 * 16
         + (16 * 12 * 5 + 12)
@@ -59,13 +66,18 @@ def test_conv_front_end_stacking_and_pooling_choices_change_the_counts():
         + 2 * rnn_params(4, 16, 8)  # second layer reads both directions (2 x 8)
     )
     assert count_trainable(conv) == expected and conv.output_size == 4 * 8
-    assert PooledRNNEncoder(100, 16, 8, pooling="max").output_size == 16
-    net = SequenceClassifier(PooledRNNEncoder(100, 16, 8, cell="gru"), num_classes=5)
+    assert (
+        PooledRNNEncoder(vocab_size=100, embedding_dim=16, hidden_size=8, pooling="max").output_size
+        == 16
+    )
+    net = SequenceClassifier(
+        PooledRNNEncoder(vocab_size=100, embedding_dim=16, hidden_size=8, cell="gru"), num_classes=5
+    )
     assert net(torch.randint(0, 100, (3, 7)), torch.tensor([7, 3, 1])).shape == (3, 5)
     with pytest.raises(ValueError, match="lstm, gru"):
-        PooledRNNEncoder(100, cell="rnn")
+        PooledRNNEncoder(vocab_size=100, cell="rnn")
     with pytest.raises(ValueError, match="max_mean, max, mean"):
-        PooledRNNEncoder(100, pooling="attention")
+        PooledRNNEncoder(vocab_size=100, pooling="attention")
 
 
 def test_keras_init_covers_the_gru(tmp_path):

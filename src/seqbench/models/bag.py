@@ -54,11 +54,11 @@ class NgramBagEncoder(nn.Module):
         buckets: int = 1048576,
         dim: int = 16,
         max_n: int = 2,
+        sparse: bool = True,
         weighting: str = "mean",
         nb_alpha: float = 1.0,
         ngram_dropout: float = 0.0,
         padding: str = "post",
-        sparse: bool = True,
         num_classes: int = 2,
     ) -> None:
         super().__init__()

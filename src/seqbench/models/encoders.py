@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 import torch
 from torch import nn
 
@@ -11,28 +13,40 @@ from seqbench.models.inputs import input_layer
 from seqbench.models.randomness import Dropout
 from seqbench.models.recurrent import RecurrentLayer, padding_mask
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
 
 def _check_padding(padding: str) -> None:
     check_choice("padding", padding, SIDES)
 
 
+class EncoderInputs(TypedDict, total=False):
+    """The input settings every encoder built on ``_InputEncoder`` takes as keywords."""
+
+    vocab_size: int | None
+    embedding_dim: int
+    padding: str
+    input_channels: int | None
+
+
 class _InputEncoder(nn.Module):
-    """What the encoders here start with: check the padding side and the given dropout
-    probabilities, keep the padding side, and build the input layer (an embedding for token
-    ids, a projection for numeric channels: ``seqbench.models.inputs.input_layer``)."""
+    """What the encoders here start with, so that their input settings and defaults are
+    defined once: check and keep the padding side, and build the input layer (an embedding for
+    token ids, a projection for numeric channels: ``seqbench.models.inputs.input_layer``).
+    Subclasses take these settings as ``**inputs`` (``seqbench.config.settings`` lists them)."""
 
     def __init__(
         self,
-        vocab_size: int | None,
-        input_channels: int | None,
-        embedding_dim: int,
-        padding: str,
-        **probabilities: float,
+        vocab_size: int | None = None,
+        embedding_dim: int = 32,
+        padding: str = "post",
+        input_channels: int | None = None,
     ) -> None:
         super().__init__()
         _check_padding(padding)
-        for name, p in probabilities.items():
-            check_probability(name, p)
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
         self.padding = padding
         self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
 
@@ -49,24 +63,20 @@ class LSTMEncoder(_InputEncoder):
 
     def __init__(
         self,
-        vocab_size: int | None,
-        embedding_dim: int = 32,
         hidden_size: int | list[int] = 100,
         bidirectional: bool = False,
         embedding_dropout: float = 0.0,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
-        padding: str = "post",
-        input_channels: int | None = None,
+        **inputs: Unpack[EncoderInputs],
     ) -> None:
-        super().__init__(
-            vocab_size, input_channels, embedding_dim, padding, embedding_dropout=embedding_dropout
-        )
+        check_probability("embedding_dropout", embedding_dropout)
+        super().__init__(**inputs)
         sizes = [hidden_size] if isinstance(hidden_size, int) else list(hidden_size)
         if not sizes:
             raise ValueError("hidden_size needs at least one layer")
         self.embedding_dropout = Dropout(embedding_dropout)
-        layers, width = [], embedding_dim
+        layers, width = [], self.embedding_dim
         for size in sizes:
             layers.append(
                 RecurrentLayer(width, int(size), bidirectional, dropout, recurrent_dropout)
@@ -94,20 +104,17 @@ class ConvLSTMEncoder(_InputEncoder):
 
     def __init__(
         self,
-        vocab_size: int | None,
-        embedding_dim: int = 32,
         filters: int = 32,
         kernel_size: int = 3,
         pool_size: int = 2,
         hidden_size: int = 100,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
-        padding: str = "post",
-        input_channels: int | None = None,
+        **inputs: Unpack[EncoderInputs],
     ) -> None:
-        super().__init__(vocab_size, input_channels, embedding_dim, padding)
+        super().__init__(**inputs)
         self.pool_size = pool_size
-        self.conv = nn.Conv1d(embedding_dim, filters, kernel_size, padding="same")
+        self.conv = nn.Conv1d(self.embedding_dim, filters, kernel_size, padding="same")
         self.pool = nn.MaxPool1d(pool_size, ceil_mode=True)
         self.recurrent = RecurrentLayer(filters, hidden_size, False, dropout, recurrent_dropout)
         self.output_size = self.recurrent.output_size

@@ -4,17 +4,18 @@ The data module says what it gives (``input_kind``: ``tokens``, the default, or 
 ``channels``); ``seqbench-train`` checks that the model can take it *before* reading any data
 (``check_input_kind``) and then tells the encoder its channel count (``adapt_to_data``), so
 ``model=lstm data=ucr data.name=BasicMotions`` works without editing a config. An encoder takes
-numeric input when its constructor has ``input_channels``, and tokens when it has
-``vocab_size``; token-only parts (the bag of n-grams) and numeric-only models (LSTM-FCN) are
-refused with one message naming the models that fit.
+numeric input when its settings (``seqbench.config.settings``, its base classes' included) have
+``input_channels``, and tokens when they have ``vocab_size``; token-only parts (the bag of
+n-grams) and numeric-only models (LSTM-FCN) are refused with one message naming the models that
+fit.
 """
 
 from __future__ import annotations
 
-import inspect
-
 from omegaconf import DictConfig, open_dict
 from torch import nn
+
+from seqbench.config.settings import settings_of
 
 INPUT_KINDS = ("tokens", "numeric")
 
@@ -44,7 +45,7 @@ def data_input_kind(cfg: DictConfig) -> str:
 def _accepts(encoder_cfg: DictConfig) -> set[str]:
     from hydra.utils import get_class
 
-    parameters = inspect.signature(get_class(encoder_cfg._target_)).parameters
+    parameters = settings_of(get_class(encoder_cfg._target_))
     kinds = set()
     if "vocab_size" in parameters:
         kinds.add("tokens")

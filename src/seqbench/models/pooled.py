@@ -17,15 +17,19 @@ a much longer one, whatever ``data.padding`` is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from seqbench.models.arguments import check_at_least, check_choice, check_probability
-from seqbench.models.encoders import _check_padding
-from seqbench.models.inputs import input_layer
+from seqbench.models.encoders import EncoderInputs, _InputEncoder
 from seqbench.models.ngrams import HashedNgramBag
 from seqbench.models.randomness import BranchDropout, Dropout
 from seqbench.models.recurrent import padding_mask, reverse_padded
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("max_mean", "max", "mean")
@@ -62,7 +66,7 @@ class BiRecurrent(nn.Module):
         return torch.cat([fwd, bwd], dim=-1)
 
 
-class PooledRNNEncoder(nn.Module):
+class PooledRNNEncoder(_InputEncoder):
     """Embedding -> dropout -> [Conv1d + ReLU] -> bidirectional LSTM/GRU layers -> masked pooling.
 
     ``pooling``: ``max_mean`` (both, concatenated: ``output_size = 4 * hidden_size``), ``max``
@@ -77,8 +81,6 @@ class PooledRNNEncoder(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int | None,
-        embedding_dim: int = 64,
         hidden_size: int = 64,
         num_layers: int = 1,
         cell: str = "lstm",
@@ -87,21 +89,18 @@ class PooledRNNEncoder(nn.Module):
         conv_filters: int = 0,
         conv_kernel_size: int = 3,
         pooling: str = "max_mean",
-        padding: str = "post",
         ngram_buckets: int = 0,
         ngram_dim: int = 16,
         ngram_max_n: int = 2,
         ngram_sparse: bool = False,
         branch_dropout: float = 0.0,
-        input_channels: int | None = None,
+        **inputs: Unpack[EncoderInputs],
     ) -> None:
-        super().__init__()
-        if ngram_buckets and input_channels:
+        if ngram_buckets and inputs.get("input_channels"):
             raise ValueError(
                 "ngram_buckets > 0 (a bag of words and bigrams) needs token input; numeric "
                 "series have none: use model=bilstm_pool or bigru_pool"
             )
-        _check_padding(padding)
         check_choice("pooling", pooling, POOLINGS)
         check_choice("cell", cell, CELLS)
         check_at_least("num_layers", num_layers, 1)
@@ -111,16 +110,16 @@ class PooledRNNEncoder(nn.Module):
             ("branch_dropout", branch_dropout),  # checked even without the n-gram bag it drops
         ):
             check_probability(name, p)
-        self.padding = padding
+        inputs.setdefault("embedding_dim", 64)
+        super().__init__(**inputs)
         self.pooling = pooling
-        self.embedding = input_layer(vocab_size, input_channels, embedding_dim)
         self.embedding_dropout = Dropout(embedding_dropout)
         self.conv = (
-            nn.Conv1d(embedding_dim, conv_filters, conv_kernel_size, padding="same")
+            nn.Conv1d(self.embedding_dim, conv_filters, conv_kernel_size, padding="same")
             if conv_filters
             else None
         )
-        width = conv_filters or embedding_dim
+        width = conv_filters or self.embedding_dim
         layers = []
         for _ in range(num_layers):
             layers.append(BiRecurrent(width, hidden_size, cell))
@@ -128,7 +127,7 @@ class PooledRNNEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.between = Dropout(dropout)
         self.ngrams = (
-            HashedNgramBag(vocab_size, ngram_buckets, ngram_dim, ngram_max_n, ngram_sparse)
+            HashedNgramBag(self.vocab_size, ngram_buckets, ngram_dim, ngram_max_n, ngram_sparse)
             if ngram_buckets
             else None
         )
