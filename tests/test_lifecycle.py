@@ -17,7 +17,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow import MlflowClient
 
@@ -691,6 +691,115 @@ def test_last_checkpoint_is_written_every_epoch_even_without_improvement(tmp_pat
     last = torch.load(checkpoint.last_model_path, map_location="cpu", weights_only=False)
     assert best["epoch"] == 0  # never improved after the first epoch
     assert (last["epoch"], last["global_step"]) == (2, 12)  # 3 epochs of 4 steps
+
+
+# -- a checkpoint reaches the store only after the metrics of the epochs it holds ---------------
+
+
+class _TrainLogged(_Tiny):
+    """Logs ``train/loss`` per epoch, as seqbench's task does."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+
+class _TimelineLogger(Logger):
+    """Records each epoch's logged keys on a shared timeline; raises instead of logging
+    ``train/loss`` of epoch ``fail_at`` (a crash between an epoch's save and its logging)."""
+
+    def __init__(self, timeline: list, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.timeline, self.fail_at = timeline, fail_at
+
+    name, version = "timeline", 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        epoch = int(metrics["epoch"])
+        if "train/loss" in metrics and epoch == self.fail_at:
+            raise RuntimeError("simulated crash while the epoch's metrics are logged")
+        self.timeline.extend(("metric", key, epoch) for key in metrics if key != "epoch")
+
+
+class _TimelineUploader(CheckpointUploader):
+    """Records each checkpoint version it would send (its folder and epoch) on the timeline."""
+
+    def __init__(self, timeline: list) -> None:
+        super().__init__(client=None, run_id="timeline")
+        self.timeline = timeline
+
+    def _upload(self, path: Path, folder: str, name: str, weights_only: bool = False) -> None:
+        if path.is_file() and self._uploaded.get(folder) != self._stamp(path):
+            self._uploaded[folder] = self._stamp(path)
+            epoch = torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+            self.timeline.append(("upload", folder, epoch))
+
+
+class _CrashAtEpochStart(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def _timeline_fit(tmp_path, epochs: int, fail_at: int | None = None, callbacks=()) -> list:
+    """What reached the store, in order, while ``_TrainLogged`` was fitted (a crash is caught)."""
+    timeline: list = []
+    checkpoint = TrackedCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), monitor="val/acc", mode="max", save_last=True
+    )
+    checkpoint.uploader = _TimelineUploader(timeline)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=_TimelineLogger(timeline, fail_at),
+        callbacks=[checkpoint, *callbacks],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    try:
+        trainer.fit(_TrainLogged())
+    except RuntimeError as exc:
+        assert "simulated crash" in str(exc)
+    return timeline
+
+
+def _uploaded_epochs(timeline: list, folder: str = "resume") -> list[int]:
+    return [epoch for kind, what, epoch in timeline if kind == "upload" and what == folder]
+
+
+def test_each_checkpoint_is_uploaded_after_its_epochs_metrics(tmp_path):
+    """The outbox delivers in order: a ``resume/last.ckpt`` uploaded before its epoch's
+    ``train/loss`` is logged lets a kill in between resume past an epoch with no training
+    loss (Lightning logs it after every ``on_train_epoch_end`` hook, where it saves)."""
+    timeline = _timeline_fit(tmp_path, 3)
+    assert _uploaded_epochs(timeline) == [0, 1, 2]  # every epoch's, the last one included
+    for position, (kind, folder, epoch) in enumerate(timeline):
+        if kind == "upload":
+            logged = {(key, e) for k, key, e in timeline[:position] if k == "metric"}
+            assert {("train/loss", epoch), ("val/acc", epoch)} <= logged, (folder, epoch)
+
+
+def test_a_crash_after_a_complete_epoch_still_uploads_its_checkpoint(tmp_path):
+    """A crash at the start of the third epoch: the second epoch's checkpoint (its metrics
+    logged) reaches the store, so a relaunch elsewhere repeats nothing."""
+    timeline = _timeline_fit(tmp_path, 3, callbacks=[_CrashAtEpochStart(2)])
+    assert _uploaded_epochs(timeline) == [0, 1]
+
+
+def test_a_crash_while_an_epoch_is_logged_keeps_the_earlier_copy(tmp_path):
+    """A crash after the second epoch's save but before its ``train/loss`` is logged: its
+    checkpoint stays local and the store keeps the first epoch's, whose metrics it holds."""
+    timeline = _timeline_fit(tmp_path, 3, fail_at=1)
+    assert _uploaded_epochs(timeline) == [0]
+    assert ("metric", "train/loss", 1) not in timeline
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()  # written, just not sent
 
 
 @pytest.mark.parametrize("keep", [False, True])

@@ -299,11 +299,21 @@ class TrackedCheckpoint(ModelCheckpoint):
     ``uploader`` (set by ``seqbench.run.lifecycle`` on the rank that tracks the run; None
     elsewhere) receives each new ``last.ckpt`` and each new best checkpoint, and fetches the
     best one back when a resume finds the folder it was written to missing on this machine.
+
+    A checkpoint is uploaded only once the metrics of the epochs it holds are logged, so that
+    the store never holds a checkpoint ahead of its metrics. Lightning saves at the end of an
+    epoch (``on_train_epoch_end``, or ``on_validation_end`` when validation ends the epoch) but
+    logs that epoch's training metrics after every ``on_train_epoch_end`` hook (Lightning 2.6,
+    ``_FitLoop.on_advance_end``). Uploaded there, the copy would reach the server before the
+    metrics (the outbox delivers in order), and a kill in between would resume past an epoch
+    with no ``train/loss``. So the upload waits for the next moment after the logging: the next
+    training batch, the end of training, or a crash that came after the epoch was complete.
     """
 
     def __init__(self, *args: Any, uploader: CheckpointUploader | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.uploader = uploader
+        self._saved_in_epoch = -1  # the epoch of the latest save (-1: none yet)
 
     def _upload_new(self) -> None:
         if self.uploader is None:
@@ -329,9 +339,31 @@ class TrackedCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         save_last_if_skipped(self, trainer, train_epoch_end=False)
-        self._upload_new()
+        self._saved_in_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         save_last_if_skipped(self, trainer, train_epoch_end=True)
+        self._saved_in_epoch = trainer.current_epoch
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Everything saved before this batch is logged: the previous epoch's end included.
+        # Unchanged files are not sent again (one stat per file per batch).
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         self._upload_new()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._upload_new()  # the last epoch's checkpoints, after its metrics
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        # ``current_epoch`` counts completed epochs: Lightning raises it after logging an
+        # epoch's training metrics. A crash before that (e.g. while they were logged) keeps
+        # the store's older copy: the relaunch repeats the epoch and logs what is missing.
+        if trainer.current_epoch > self._saved_in_epoch:
+            self._upload_new()
