@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow import MlflowClient
+from mlflow.entities import RunTag
 
 from helpers import free_port, make_config
 from seqbench.launch import ddp
@@ -34,10 +35,11 @@ from seqbench.run.heartbeat import (
     process_start_time,
 )
 from seqbench.run.heartbeat_callback import HeartbeatEachEpoch
-from seqbench.run.interrupt import RunInterrupted, StopOnSignal
+from seqbench.run.interrupt import RunInterrupted, SignalGuard, StopOnSignal
 from seqbench.run.jobs import JOB_KEY_TAG
 from seqbench.run.lifecycle import RunLifecycle
 from seqbench.run.optuna_trial import PRUNED_TAG
+from seqbench.run.outbox import Outbox
 from seqbench.training.fit import FitOutcome
 
 STALE = 900.0
@@ -800,6 +802,62 @@ def test_a_crash_while_an_epoch_is_logged_keeps_the_earlier_copy(tmp_path):
     assert _uploaded_epochs(timeline) == [0]
     assert ("metric", "train/loss", 1) not in timeline
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()  # written, just not sent
+
+
+class _SignalInLastBatch(L.Callback):
+    """A signal arrives (as ``SignalGuard`` records one) while epoch ``epoch``'s last batch runs."""
+
+    def __init__(self, guard: SignalGuard, epoch: int) -> None:
+        self.guard, self.epoch = guard, epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == trainer.num_training_batches - 1:
+            self.guard.requested = signal.SIGTERM
+
+
+def test_a_signal_in_an_epochs_last_batch_stops_after_that_epoch_is_logged(tmp_path):
+    """Lightning resumes a checkpoint taken at an epoch's last batch in the next epoch, without
+    that epoch's validation or training metrics: the stop waits for the next batch, and the
+    resumed run has every epoch's ``train/loss`` and ``val/acc``."""
+    timeline: list = []
+    guard = SignalGuard()
+
+    def fit(*callbacks: L.Callback, ckpt_path: str | None = None) -> None:
+        trainer = L.Trainer(
+            max_epochs=3,
+            accelerator="cpu",
+            logger=_TimelineLogger(timeline),
+            callbacks=[StopOnSignal(guard, tmp_path), *callbacks],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(_TrainLogged(), ckpt_path=ckpt_path)
+
+    with pytest.raises(RunInterrupted, match="at epoch 3, batch 1;"):
+        fit(_SignalInLastBatch(guard, epoch=1))
+    guard.requested = None
+    fit(ckpt_path=str(tmp_path / "last.ckpt"))
+    for key in ("train/loss", "val/acc"):
+        logged = sorted(epoch for kind, what, epoch in timeline if (kind, what) == ("metric", key))
+        assert logged == [0, 1, 2], key
+
+
+def test_a_closed_outbox_queues_nothing_more(tmp_path, client, experiment):
+    """Once its records are saved for the next launch (``OutageGuard``) no sender is left: a
+    checkpoint copy offered then (``TrackedCheckpoint`` on the outage's exception) is not
+    staged in the spool, where nothing would ever deliver or remove it."""
+    run_id = _run(client, experiment).info.run_id
+    box = Outbox(client, f"http://127.0.0.1:{free_port()}", tmp_path / "spool")
+    saved = tmp_path / "records.jsonl"
+    assert box.save(saved) == 0
+    last = tmp_path / "last.ckpt"
+    _write_checkpoint(last, 1.0)
+    CheckpointUploader(client, run_id, box).upload_last(last)
+    box.put_batch(run_id, tags=[RunTag("late", "1")])
+    assert box.pending() == 0 and saved.read_text() == ""
+    assert not list((tmp_path / "spool").rglob("*.ckpt")) and last.is_file()
+    assert client.list_artifacts(run_id, "resume") == []
 
 
 @pytest.mark.parametrize("keep", [False, True])

@@ -115,6 +115,11 @@ class StopOnSignal(L.Callback):
         self.guard.armed = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # Not at an epoch's last batch (as OutageGuard): Lightning resumes such a checkpoint
+            # in the next epoch, without this epoch's validation and training metrics. The
+            # request is taken at the next batch, after the epoch's checkpoint, or after fit.
+            return
         requested = self.guard.requested
         if trainer.world_size > 1:
             # Under DDP a signal may reach one rank only, and saving a checkpoint is collective

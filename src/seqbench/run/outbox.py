@@ -100,6 +100,11 @@ class Outbox:
 
     def put(self, item: Item) -> None:
         with self._cond:
+            if self._stop:  # saved or finished: nothing would deliver it or save it
+                log.warning("outbox closed: a %s for run %s not sent", item.kind, item.run_id)
+                if item.artifact is not None:
+                    Path(item.artifact[0]).unlink(missing_ok=True)
+                return
             self._last_run_id = item.run_id
             if item.key:  # a newer heartbeat or checkpoint copy replaces a waiting one
                 replaced = [i for i in self._items if i.key == item.key and i is not self._head()]
@@ -235,16 +240,12 @@ class Outbox:
         items = [self._items[0]]
         if items[0].kind != "batch":
             return items
-        sizes = [len(items[0].metrics), len(items[0].params), len(items[0].tags)]
+        sizes = [len(part) for part in (items[0].metrics, items[0].params, items[0].tags)]
         for item in list(self._items)[1:]:
-            grown = [
-                sizes[0] + len(item.metrics),
-                sizes[1] + len(item.params),
-                sizes[2] + len(item.tags),
-            ]
-            if item.kind != "batch" or item.run_id != items[0].run_id or grown[0] > 1000:
-                break
-            if grown[1] > 100 or grown[2] > 100:
+            parts = (item.metrics, item.params, item.tags)
+            grown = [n + len(part) for n, part in zip(sizes, parts, strict=True)]
+            too_big = grown[0] > 1000 or grown[1] > 100 or grown[2] > 100
+            if item.kind != "batch" or item.run_id != items[0].run_id or too_big:
                 break
             items.append(item)
             sizes = grown
@@ -304,8 +305,7 @@ class Outbox:
 
     def _recovered(self) -> None:
         seconds = time.time() - (self.down_since or time.time())
-        count, self.down_since = self.delivered_late, None
-        self.delivered_late = 0
+        count, self.down_since, self.delivered_late = self.delivered_late, None, 0
         log.warning(
             "MLflow tracking server %s is back after %.0f s; %d queued records delivered",
             self.uri,
