@@ -364,6 +364,6 @@ class TrackedCheckpoint(ModelCheckpoint):
         super().on_exception(trainer, pl_module, exception)
         # ``current_epoch`` counts completed epochs: Lightning raises it after logging an
         # epoch's training metrics. A crash before that (e.g. while they were logged) keeps
-        # the store's older copy: the relaunch repeats the epoch and logs what is missing.
+        # the store's older copy: a relaunch from it repeats the epoch and logs what is missing.
         if trainer.current_epoch > self._saved_in_epoch:
             self._upload_new()
