@@ -310,7 +310,12 @@ class SyntheticDataModule(SequenceDataModule):
         kwargs.setdefault("max_len", SyntheticTask.max_len)
         super().__init__(**kwargs)
         self.task = SyntheticTask(
-            n_train, n_test, vocab_size, min_len, self.max_len, generator_seed
+            n_train=n_train,
+            n_test=n_test,
+            vocab_size=vocab_size,
+            min_len=min_len,
+            max_len=self.max_len,
+            seed=generator_seed,
         )
 
     def load_corpus(self) -> EncodedCorpus:
